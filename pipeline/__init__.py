@@ -1,0 +1,1 @@
+"""framepipe's framework: rings, messages, clock, supervisor and config."""
