@@ -1,0 +1,7 @@
+"""``python -m framepipe``."""
+
+import sys
+
+from framepipe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,24 @@
+"""``framepipe devices``: what can be recorded on this machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.errors import SetupError
+
+
+def list_monitors() -> list[dict[str, int]]:
+    """Monitors as mss numbers them: 0 is all of them, 1 the first."""
+    import mss
+
+    try:
+        with mss.MSS() as sct:
+            return [{"index": i, **{k: m[k] for k in ("left", "top", "width", "height")}}
+                    for i, m in enumerate(sct.monitors)]  # fmt: skip
+    except mss.ScreenShotError as exc:
+        raise SetupError(f"cannot open the display ({exc}): set DISPLAY, or run under Xvfb") from None
+
+
+def list_devices() -> dict[str, Any]:
+    """Everything `framepipe devices` shows."""
+    return {"monitors": list_monitors()}

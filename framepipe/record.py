@@ -1,0 +1,190 @@
+"""``framepipe record``: turn a config and an output path into a running pipeline.
+
+Runs in the supervisor process: checks the output path and the screen,
+sizes the ring, builds the stage plan, runs it and writes the stats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.clock import NS_PER_S, now_ns
+from pipeline.config import PipelineConfig
+from pipeline.errors import SetupError
+from pipeline.ring import Geometry, ring_bytes
+from pipeline.supervisor import Outcome, RingSpec, StageSpec, Supervisor
+from stages.encode import Encoder, container_for
+from stages.screen import ScreenCapture, screen_rect
+from stages.timestamp import Timestamper
+
+
+@dataclass(frozen=True)
+class RecordJob:
+    """One recording as people asked for it."""
+
+    output: str
+    config: PipelineConfig
+    duration_s: float | None = None
+    overwrite: bool = False
+    stats_json: str | None = None
+    status_line: bool = True
+
+
+def check_output(path: str, overwrite: bool) -> None:
+    """Fail before anything starts if the recording cannot be written (nothing is created)."""
+    container_for(path)
+    check_writable(path, overwrite)
+
+
+def check_writable(path: str, overwrite: bool) -> None:
+    """Fail if ``path`` cannot be created (its folder is missing or read-only, or it exists)."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise SetupError(f"folder {folder} does not exist: create it first or choose another output path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SetupError(f"cannot write in folder {folder}: choose an output path you may write to")
+    if target.is_dir():
+        raise SetupError(f"{path} is a folder: give a file name such as {target / 'recording.mkv'}")
+    if target.exists() and not overwrite:
+        raise SetupError(f"{path} exists: pass --overwrite to replace it, or choose another name")
+
+
+def plan(job: RecordJob) -> tuple[list[StageSpec], list[RingSpec], dict[str, int]]:
+    """The stages and rings of a screen recording."""
+    cfg = job.config
+    rect = screen_rect(cfg.screen)
+    geometry = Geometry(rect["width"], rect["height"], rect["width"] * 4)
+    slots = max(3, round(cfg.screen.ring_seconds * cfg.screen.fps))
+    stages = [
+        StageSpec("screen", ScreenCapture, cfg.screen, rings={"ring": "video"}, source=True),
+        StageSpec("timestamp", Timestamper, cfg.timestamp, inputs=("screen",), extra={"fps": cfg.screen.fps}),
+        StageSpec(
+            "encode",
+            Encoder,
+            cfg.encode,
+            inputs=("timestamp",),
+            extra={"fps": cfg.screen.fps, "output": job.output, "mode": cfg.timestamp.mode},
+            rings={"ring": "video"},
+        ),
+    ]
+    return stages, [RingSpec("video", geometry, slots)], rect
+
+
+class StatusLine:
+    """One live line on the terminal: elapsed, fps, drops, ring fill (supervisor)."""
+
+    def __init__(self, fps: float, enabled: bool) -> None:
+        self.fps = fps
+        self.enabled = enabled
+        self.last = 0
+        self.shown = False
+
+    def __call__(self, sup: Supervisor) -> None:
+        now = now_ns()
+        if not self.enabled or now - self.last < NS_PER_S // 2 or not sup.outcome.base_time:
+            return
+        self.last = now
+        screen = sup.outcome.stages["screen"].stats
+        elapsed = max(0.0, (now - sup.outcome.base_time) / NS_PER_S)
+        fps = screen.get("captured", 0) / elapsed if elapsed > 0.5 else 0.0
+        dropped = screen.get("dropped_ring_full", 0) + screen.get("dropped_late", 0)
+        fill = screen.get("ring_fill", 0)
+        slots = screen.get("ring_slots", 1) or 1
+        line = f"\r● REC {elapsed:6.1f} s  {fps:5.1f} fps  dropped {dropped}  ring {fill}/{slots} ({fill / slots:.0%})"
+        sys.stderr.write(line + "\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def stats_of(job: RecordJob, outcome: Outcome, rect: dict[str, int], ring: RingSpec) -> dict[str, Any]:
+    """The --stats-json document: every counter, by stage, with drops by reason."""
+    st = {name: rec.stats for name, rec in outcome.stages.items()}
+    screen, ts, enc = st.get("screen", {}), st.get("timestamp", {}), st.get("encode", {})
+    dropped = {
+        "ring_full": screen.get("dropped_ring_full", 0),
+        "capture_late": screen.get("dropped_late", 0),
+    }
+    return {
+        "output": job.output,
+        "fps": job.config.screen.fps,
+        "mode": job.config.timestamp.mode,
+        "rect": rect,
+        "base_time_ns": outcome.base_time,
+        "recorded_s": screen.get("recorded_ns", 0) / NS_PER_S,
+        "frames": {
+            "captured": screen.get("captured", 0),
+            "handed_on": ts.get("frames", 0),
+            "encoded": enc.get("encoded", 0),
+            "written": enc.get("packets", 0),
+            "repeats": ts.get("repeats", 0),
+            "skips": ts.get("skips", 0),
+            "dropped": sum(dropped.values()),
+            "dropped_by_reason": dropped,
+        },
+        "ring": {
+            "slots": ring.slots,
+            "bytes": ring_bytes(ring.geometry, ring.slots),
+            "peak_fill": screen.get("ring_peak", 0),
+        },
+        "latency_ms": {"p50": enc.get("latency_ms_p50"), "p99": enc.get("latency_ms_p99")},
+        "stages": {
+            name: {
+                "cpu_s": rec.stats.get("cpu_s", rec.cpu_s),
+                "peak_private_rss_mb": round(rec.peak_private_mb, 1),
+                "exitcode": rec.exitcode,
+                "info": rec.info,
+                "stats": rec.stats,
+            }
+            for name, rec in outcome.stages.items()
+        },
+        "shm_bytes": outcome.shm_bytes,
+        "fast_stop": outcome.fast_stop,
+        "warnings": outcome.warnings,
+        "errors": outcome.errors,
+    }
+
+
+def summary(stats: dict[str, Any]) -> str:
+    """A short report for people at the end of a recording."""
+    f = stats["frames"]
+    cpu = sum(s["cpu_s"] or 0 for s in stats["stages"].values())
+    secs = stats["recorded_s"] or 1
+    lines = [
+        f"framepipe: wrote {stats['output']}: {f['written']} frames in {stats['recorded_s']:.1f} s "
+        f"at {stats['fps']:g} fps",
+        f"  dropped {f['dropped']} (ring full {f['dropped_by_reason']['ring_full']}, "
+        f"late {f['dropped_by_reason']['capture_late']}), repeats {f['repeats']}, skips {f['skips']}, "
+        f"ring peak {stats['ring']['peak_fill']}/{stats['ring']['slots']}",
+        f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms; "
+        f"CPU {cpu / secs:.2f} cores",
+    ]
+    return "\n".join(lines)
+
+
+def record(job: RecordJob) -> int:
+    """Run one recording; 0 when everything went well, 1 if a stage failed (the file is kept)."""
+    check_output(job.output, job.overwrite)
+    if job.stats_json:
+        check_writable(job.stats_json, overwrite=True)
+    stages, rings, rect = plan(job)
+    status = StatusLine(job.config.screen.fps, job.status_line and sys.stderr.isatty())
+    supervisor = Supervisor(stages, rings, job.duration_s, on_tick=status)
+    try:
+        outcome = supervisor.run()
+    finally:
+        status.end()
+    stats = stats_of(job, outcome, rect, rings[0])
+    if job.stats_json:
+        Path(job.stats_json).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    print(summary(stats), file=sys.stderr)
+    return 1 if outcome.errors else 0

@@ -1,0 +1,165 @@
+"""Pipeline configuration: a TOML file into validated frozen dataclasses.
+
+Each stage's settings are a frozen dataclass beside a default, with one
+comment per field. ``load`` reads a TOML file, overlays CLI overrides and
+checks every value; an unknown key or a bad value raises ``ConfigError``
+naming the key and what is allowed.
+
+TOML layout (every table and key optional)::
+
+    [screen]     fps, monitor, region, backend, ring_seconds, affinity, nice
+    [timestamp]  mode, affinity, nice
+    [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, affinity, nice
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from pipeline.errors import ConfigError
+
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+)  # fmt: skip
+BACKENDS = ("auto", "xshm", "mss", "mss-xgetimage", "mss-xlib")
+
+
+def _opt(default: Any, **rules: Any) -> Any:
+    """A dataclass field with validation rules: choices, lo, hi."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Placement settings every stage process has."""
+
+    affinity: tuple[int, ...] = _opt(())  # CPUs the stage process may run on; empty: any
+    nice: int = _opt(0, lo=-20, hi=19)  # scheduling priority; negative needs privileges
+
+
+@dataclass(frozen=True)
+class ScreenConfig(StageConfig):
+    """The screen capture stage (fp-screen)."""
+
+    fps: float = _opt(60.0, lo=1, hi=240)  # frames grabbed per second
+    monitor: int = _opt(1, lo=0, hi=64)  # mss monitor number: 0 is all monitors, 1 the first
+    region: tuple[int, ...] = _opt(())  # x, y, width, height within the screen; empty: whole monitor
+    backend: str = _opt("auto", choices=BACKENDS)  # grab backend: xshm writes into the ring, mss copies once
+    ring_seconds: float = _opt(1.0, lo=0.05, hi=10)  # video ring size, in seconds of frames
+
+
+@dataclass(frozen=True)
+class TimestampConfig(StageConfig):
+    """The timestamper (fp-timestamp)."""
+
+    mode: str = _opt("cfr", choices=("cfr", "vfr"))  # constant frame rate (repeat/skip) or capture times
+
+
+@dataclass(frozen=True)
+class EncodeConfig(StageConfig):
+    """The encoder and muxer (fp-encode). Niced by default: the ring absorbs its lag, capture never waits."""
+
+    nice: int = _opt(10, lo=-20, hi=19)  # below capture and the X server, so grabs run on time
+    encoder: str = _opt("libx264")  # video codec; hardware ones are tried and fall back to libx264
+    preset: str = _opt("ultrafast")  # encoder speed preset (libx264: ultrafast ... veryslow)
+    crf: int = _opt(23, lo=0, hi=51)  # constant rate factor: lower is better quality, bigger file
+    threads: int = _opt(0, lo=0, hi=64)  # encoder threads; 0: automatic
+    thread_type: str = _opt("FRAME", choices=("FRAME", "SLICE", "AUTO"))  # how the encoder splits work
+    gop_seconds: float = _opt(1.0, lo=0.1, hi=10)  # keyframe interval; a crash loses at most this much
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """All stage settings of one recording."""
+
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
+    timestamp: TimestampConfig = field(default_factory=TimestampConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+
+SECTIONS: dict[str, type] = {"screen": ScreenConfig, "timestamp": TimestampConfig, "encode": EncodeConfig}
+
+
+_KIND_NAMES = {float: "a number", int: "a whole number", str: "a string", bool: "true or false"}
+
+
+def _check(section: str, name: str, value: Any, kind: Any, rules: dict[str, Any]) -> Any:
+    """Coerce and check one value; raise ConfigError naming ``section.name``."""
+    key = f"{section}.{name}"
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind == tuple[int, ...]:
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{key} must be a list of whole numbers, not {value!r}")
+        value = tuple(value)
+        if any(v < 0 for v in value):
+            raise ConfigError(f"{key} must not hold negative numbers: {list(value)}")
+    elif not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        raise ConfigError(f"{key} must be {_KIND_NAMES.get(kind, kind.__name__)}, not {value!r}")
+    if "choices" in rules and value not in rules["choices"]:
+        raise ConfigError(f"{key} = {value!r} is not allowed; choose one of: {', '.join(rules['choices'])}")
+    lo, hi = rules.get("lo"), rules.get("hi")
+    if lo is not None and (value < lo or value > hi):
+        raise ConfigError(f"{key} = {value!r} is out of range; allowed: {lo} to {hi}")
+    return value
+
+
+def build_section(section: str, data: dict[str, Any]) -> Any:
+    """One stage's config from a dict; unknown keys and bad values raise ConfigError."""
+    cls = SECTIONS[section]
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{section}] must be a table of settings")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for name in data:
+        if name not in known:
+            raise ConfigError(f"unknown key {section}.{name}; allowed keys: {', '.join(sorted(known))}")
+    values = {}
+    for name, value in data.items():
+        values[name] = _check(section, name, value, hints[name], dict(known[name].metadata))
+    config = cls(**values)
+    _check_section(section, config)
+    return config
+
+
+def _check_section(section: str, config: Any) -> None:
+    """Rules that involve more than one value."""
+    region = config.region if isinstance(config, ScreenConfig) else ()
+    if region and (len(region) != 4 or region[2] < 16 or region[3] < 16):
+        raise ConfigError(
+            f"{section}.region must be x, y, width, height with width and height at least 16, not {list(region)}"
+        )
+    if isinstance(config, EncodeConfig) and config.encoder == "libx264" and config.preset not in X264_PRESETS:
+        raise ConfigError(
+            f"encode.preset = {config.preset!r} is not a libx264 preset; choose one of: {', '.join(X264_PRESETS)}"
+        )
+
+
+def load(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> PipelineConfig:
+    """Read a TOML pipeline file (optional), overlay ``overrides``, validate everything."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist: check the path given to --config") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for name in data:
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown table [{name}] in {path}; allowed tables: {', '.join(SECTIONS)}")
+    merged = {name: dict(data.get(name, {})) if isinstance(data.get(name, {}), dict) else data[name]
+              for name in SECTIONS}  # fmt: skip
+    for name, values in (overrides or {}).items():
+        merged[name].update({k: v for k, v in values.items() if v is not None})
+    return PipelineConfig(**{name: build_section(name, merged[name]) for name in SECTIONS})
+

@@ -1,0 +1,23 @@
+"""The one base error: every mistake a person can fix is a FramepipeError.
+
+The CLI prints ``framepipe: <message>`` on one line and exits with status 2;
+no traceback reaches people for these.
+"""
+
+from __future__ import annotations
+
+
+class FramepipeError(Exception):
+    """A problem people can fix; the message says what to do."""
+
+
+class ConfigError(FramepipeError):
+    """A bad flag or config value (names the key and what is allowed)."""
+
+
+class SetupError(FramepipeError):
+    """The machine is not ready: no display, no space in /dev/shm, unwritable output."""
+
+
+class StageError(FramepipeError):
+    """A stage process failed while recording."""

@@ -1,0 +1,191 @@
+"""A shared-memory ring of fixed frame slots: one writer, one reader.
+
+Layout of the segment::
+
+    [control: 64 B]  magic, slots, width, height, stride, released
+    [slot 0: header 64 B | pixels (height x stride, 64 B aligned)]
+    [slot 1: ...]
+
+The capture process writes pixels into a slot once and publishes it with a
+``Frame`` message (a pipe write, which is a syscall and so a memory barrier).
+The encoder reads the slot in place and, when done, advances ``released``:
+a counter only the reader writes. Slots are used and released strictly in
+order, so the writer may take slot ``written % slots`` while
+``written - released < slots``.
+
+Lifetimes: numpy views into the segment must be dropped before ``close()``;
+``close()`` refuses (BufferError) while any still exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+MAGIC = 0x46505247  # "FPRG"
+CONTROL = struct.Struct("<IIIIIxxxxQ")  # magic, slots, width, height, stride, pad, released
+CONTROL_BYTES = 64
+HEADER = struct.Struct("<QqIIIII")  # seq, capture_ns, width, height, stride, pixfmt, flags
+HEADER_BYTES = 64
+RELEASED_OFFSET = CONTROL.size - 8
+
+FLAG_DISCONT = 1  # frames were dropped just before this one
+PIXFMT_BGRA = 1
+
+
+def _align(n: int, to: int = 64) -> int:
+    return (n + to - 1) // to * to
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Pixel layout of every slot of a ring."""
+
+    width: int
+    height: int
+    stride: int  # bytes per row
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.height * self.stride
+
+    @property
+    def slot_bytes(self) -> int:
+        return HEADER_BYTES + _align(self.frame_bytes)
+
+
+def ring_bytes(geometry: Geometry, slots: int) -> int:
+    """Size of the shared-memory segment for a ring."""
+    return CONTROL_BYTES + slots * geometry.slot_bytes
+
+
+@dataclass(frozen=True)
+class SlotHeader:
+    """The fixed header every slot carries."""
+
+    seq: int
+    capture_ns: int
+    width: int
+    height: int
+    stride: int
+    pixfmt: int
+    flags: int
+
+
+class Ring:
+    """One frame ring. The supervisor creates it; stages ``attach`` by name."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, owner: bool) -> None:
+        self._shm = shm
+        assert shm.buf is not None
+        self._buf: memoryview = shm.buf
+        self.owner = owner
+        magic, self.slots, width, height, stride, _ = CONTROL.unpack_from(self._buf, 0)
+        if magic != MAGIC:
+            raise ValueError(f"shared memory {shm.name} is not a framepipe ring")
+        self.geometry = Geometry(width, height, stride)
+        self._released = np.ndarray((1,), np.uint64, buffer=self._buf, offset=RELEASED_OFFSET)
+        self.written = 0  # writer-side count of slots handed out
+
+    @property
+    def name(self) -> str:
+        return self._shm.name
+
+    @classmethod
+    def create(cls, name: str, geometry: Geometry, slots: int) -> Ring:
+        """Create and initialise a ring segment (supervisor)."""
+        if slots < 2:
+            raise ValueError("a ring needs at least 2 slots")
+        shm = shared_memory.SharedMemory(name=name, create=True, size=ring_bytes(geometry, slots))
+        buf = shm.buf
+        assert buf is not None
+        pages = np.ndarray((shm.size,), np.uint8, buffer=buf)
+        pages[::4096] = 0  # fault every page in now, not on the first lap of the capture
+        del pages
+        CONTROL.pack_into(buf, 0, MAGIC, slots, geometry.width, geometry.height, geometry.stride, 0)
+        return cls(shm, owner=True)
+
+    @classmethod
+    def attach(cls, name: str) -> Ring:
+        """Attach to an existing ring (stage processes)."""
+        return cls(shared_memory.SharedMemory(name=name), owner=False)
+
+    # --- writer side (capture process) ---------------------------------------
+
+    def fill(self) -> int:
+        """Slots in use: written and not yet released."""
+        return self.written - int(self._released[0])
+
+    def acquire(self) -> int | None:
+        """Take the next free slot index, or None when the ring is full."""
+        if self.written - int(self._released[0]) >= self.slots:
+            return None
+        slot = self.written % self.slots
+        self.written += 1
+        return slot
+
+    def write_header(self, slot: int, header: SlotHeader) -> None:
+        HEADER.pack_into(
+            self._buf,
+            self._offset(slot),
+            header.seq,
+            header.capture_ns,
+            header.width,
+            header.height,
+            header.stride,
+            header.pixfmt,
+            header.flags,
+        )
+
+    # --- both sides ------------------------------------------------------------
+
+    def pixels(self, slot: int) -> np.ndarray:
+        """A (height, width, 4) uint8 view of a slot's pixels; drop it before close()."""
+        g = self.geometry
+        view = np.ndarray(
+            (g.height, g.width, 4),
+            np.uint8,
+            buffer=self._buf,
+            offset=self.pixel_offset(slot),
+            strides=(g.stride, 4, 1),
+        )
+        return view
+
+    def pixel_offset(self, slot: int) -> int:
+        """Byte offset of a slot's pixels within the segment (for zero-copy writers)."""
+        return self._offset(slot) + HEADER_BYTES
+
+    @property
+    def path(self) -> str:
+        """The segment's file (Linux: /dev/shm/<name>)."""
+        return f"/dev/shm/{self._shm.name.lstrip('/')}"
+
+    def header(self, slot: int) -> SlotHeader:
+        return SlotHeader(*HEADER.unpack_from(self._buf, self._offset(slot)))
+
+    # --- reader side (encoder process) -------------------------------------------
+
+    @property
+    def released(self) -> int:
+        return int(self._released[0])
+
+    def release(self, count: int = 1) -> None:
+        """Give ``count`` slots back to the writer, oldest first."""
+        self._released[0] += np.uint64(count)
+
+    # --- lifetime --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Unmap the segment (and unlink it if this process created it)."""
+        del self._released
+        self._shm.close()
+        if self.owner:
+            with contextlib.suppress(FileNotFoundError):
+                self._shm.unlink()
+
+    def _offset(self, slot: int) -> int:
+        return CONTROL_BYTES + slot * self.geometry.slot_bytes

@@ -1,0 +1,158 @@
+"""The stage lifecycle and the process runner every stage runs under.
+
+A stage is a small class: ``open()`` (devices, rings, files), ``run()``
+(until stopped or end of stream), ``close()``. The supervisor starts each in
+its own process (spawn) through ``run_stage``, which names the process
+``fp-<stage>``, applies placement before any thread starts, and turns every
+failure into an ``Error`` message: a stage never dies silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import resource
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from pipeline import messages as msg
+from pipeline.clock import now_ns
+from pipeline.config import StageConfig
+
+STATS_INTERVAL_NS = 500_000_000
+
+
+@dataclass
+class StageContext:
+    """What a stage process gets: its name, config and connections (child side)."""
+
+    name: str
+    config: Any
+    control: Connection  # to and from the supervisor
+    inputs: dict[str, Connection] = field(default_factory=dict)  # data paths in, by upstream name
+    outputs: dict[str, Connection] = field(default_factory=dict)  # data paths out, by downstream name
+    extra: dict[str, Any] = field(default_factory=dict)  # stage-specific: ring names, output path
+    _last_stats: int = 0
+
+    def report(self, message: msg.Message) -> None:
+        """Send a message to the supervisor; a gone supervisor is ignored (we finish anyway)."""
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.control.send_bytes(msg.encode(message))
+
+    def warn(self, text: str) -> None:
+        self.report(msg.Warning(self.name, text))
+
+    def send(self, downstream: str, message: msg.Message) -> None:
+        self.outputs[downstream].send_bytes(msg.encode(message))
+
+    def stats_due(self) -> bool:
+        """True about twice a second: time to send periodic stats."""
+        now = now_ns()
+        if now - self._last_stats >= STATS_INTERVAL_NS:
+            self._last_stats = now
+            return True
+        return False
+
+
+class Stage:
+    """Base of every stage; subclasses set ``name`` and override the lifecycle."""
+
+    name = "stage"
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+
+    def open(self) -> dict[str, Any]:
+        """Open devices, rings and files; return info for the supervisor."""
+        return {}
+
+    def run(self, base_time: int) -> None:
+        """Work until stopped or end of stream."""
+
+    def close(self) -> None:
+        """Release everything open() took; safe after a partial open()."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters so far."""
+        return {}
+
+
+def set_process_name(name: str) -> None:
+    """Name this process where people look (ps, top): Linux comm, max 15 bytes."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
+def apply_placement(config: StageConfig) -> list[str]:
+    """Set CPU affinity and nice first thing in the child; return warnings."""
+    warnings = []
+    proc = psutil.Process()
+    if config.affinity:
+        if not hasattr(proc, "cpu_affinity"):
+            warnings.append("CPU affinity is not supported on this platform; ignored")
+        else:
+            try:
+                proc.cpu_affinity(list(config.affinity))
+            except (ValueError, OSError) as exc:
+                warnings.append(f"cannot set affinity {list(config.affinity)}: {exc}")
+    if config.nice:
+        try:
+            proc.nice(config.nice)
+        except (psutil.AccessDenied, OSError) as exc:
+            warnings.append(f"cannot set nice {config.nice} (negative needs privileges): {exc}")
+    return warnings
+
+
+def usage() -> dict[str, float]:
+    """CPU seconds (all threads) and peak RSS of this process."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024}
+
+
+def wait_start(ctx: StageContext) -> int | None:
+    """Block until the supervisor says Start (its base time) or Stop/EOF (None)."""
+    while True:
+        try:
+            message = msg.decode(ctx.control.recv_bytes())
+        except (EOFError, OSError):
+            return None
+        if isinstance(message, msg.Start):
+            return message.base_time
+        if isinstance(message, msg.Stop):
+            return None
+
+
+def run_stage(stage_cls: type[Stage], ctx: StageContext) -> None:
+    """Entry point of a stage process (spawned by the supervisor)."""
+    set_process_name(f"fp-{ctx.name}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the group: the supervisor decides
+    for text in apply_placement(ctx.config):
+        ctx.warn(text)
+    stage = stage_cls(ctx)
+    try:
+        ctx.report(msg.State(ctx.name, "ready", stage.open()))
+        base_time = wait_start(ctx)
+        if base_time is not None:
+            ctx.report(msg.State(ctx.name, "running", {}))
+            stage.run(base_time)
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        ctx.report(msg.Error(ctx.name, detail, fatal=True))
+        if os.environ.get("FRAMEPIPE_DEBUG"):
+            traceback.print_exc()
+    finally:
+        final = stage.stats()
+        try:
+            stage.close()
+        finally:
+            ctx.report(msg.Stats(ctx.name, {**final, **usage()}))
+            ctx.report(msg.State(ctx.name, "done", {}))

@@ -1,0 +1,305 @@
+"""The supervisor (process framepipe): starts stages, forwards control, gathers stats.
+
+It creates the rings, spawns every stage (``spawn``: no fork of X, PortAudio
+or x264 state), waits until all are ready, fixes ``base_time`` and starts
+them. Stop goes to the sources only: their end of stream flows down the data
+path, so the timestamper and encoder drain and the file is closed in order.
+SIGINT/SIGTERM start that clean stop; a second one forces a fast stop that
+still closes the file. A stage that dies is reported in one line; the others
+finish (its pipes close, downstream sees end of stream).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import psutil
+
+from pipeline import messages as msg
+from pipeline.clock import NS_PER_S, now_ns
+from pipeline.errors import StageError
+from pipeline.ring import Geometry, Ring, ring_bytes
+from pipeline.shm import check_free, segment_name, sweep_stale
+from pipeline.stage import Stage, StageContext, run_stage, set_process_name
+
+START_LEAD_NS = 100_000_000  # base time lies this far after the go, so every stage starts on time
+READY_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 15.0  # after Stop: how long the stages may drain before a fast stop
+KILL_TIMEOUT_S = 5.0  # after a fast stop: how long before stages are killed
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a plan: what runs, with which settings, fed by which stages."""
+
+    name: str
+    cls: type[Stage]
+    config: Any
+    inputs: tuple[str, ...] = ()  # upstream stage names (one data pipe each)
+    extra: dict[str, Any] = field(default_factory=dict)
+    rings: dict[str, str] = field(default_factory=dict)  # extra key -> ring key; gets the segment name
+    source: bool = False  # a live source: Stop goes to it, its end of stream flows down
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    """A shared-memory ring the supervisor creates; stages find it in extra[key]."""
+
+    key: str
+    geometry: Geometry
+    slots: int
+
+
+@dataclass
+class StageRecord:
+    """What the supervisor knows of one running stage."""
+
+    spec: StageSpec
+    process: Any
+    control: Connection
+    state: str = "starting"
+    info: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    peak_private_mb: float = 0.0
+    cpu_s: float = 0.0
+    exitcode: int | None = None
+
+
+@dataclass
+class Outcome:
+    """What happened, for the summary and the stats file."""
+
+    base_time: int = 0
+    started_ns: int = 0
+    stopped_ns: int = 0
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)
+    shm_bytes: int = 0
+    fast_stop: bool = False
+
+
+def private_rss_mb(pid: int) -> float:
+    """Resident memory of a process without its shared-memory pages (the rings)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            fields_ = dict(line.split(":", 1) for line in f if line.startswith("Rss"))
+        return (int(fields_["RssAnon"].split()[0]) + int(fields_["RssFile"].split()[0])) / 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            return float(psutil.Process(pid).memory_info().rss) / 2**20
+        except psutil.Error:
+            return 0.0
+
+
+class Supervisor:
+    """Runs one pipeline plan to the end (main process)."""
+
+    def __init__(
+        self,
+        stages: list[StageSpec],
+        rings: list[RingSpec],
+        duration_s: float | None = None,
+        on_tick: Callable[[Supervisor], None] | None = None,
+        on_message: Callable[[str], None] | None = None,
+    ) -> None:
+        self.specs = stages
+        self.ring_specs = rings
+        self.duration_s = duration_s
+        self.on_tick = on_tick
+        self.on_message = on_message or (lambda line: print(line, file=sys.stderr))
+        self.outcome = Outcome()
+        self.signals = 0
+        self.rings: list[Ring] = []
+
+    # --- the whole run ----------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        set_process_name("framepipe")
+        self.outcome.swept = sweep_stale()
+        if self.outcome.swept:
+            self.on_message(f"framepipe: removed {len(self.outcome.swept)} shared-memory segment(s) left by a crash")
+        needed = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
+        check_free(needed)
+        self.outcome.shm_bytes = needed
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            extra = {r.key: self._create_ring(r) for r in self.ring_specs}
+            self._spawn(extra)
+            self._wait_ready()
+            base = now_ns() + START_LEAD_NS
+            self.outcome.base_time = base
+            for record in self.outcome.stages.values():
+                self._send(record, msg.Start(base))
+            if self.duration_s:  # sources stop on the exact frame; the supervisor's own stop is a backstop
+                for record in self._live(source=True):
+                    self._send(record, msg.Stop(at=int(self.duration_s * NS_PER_S)))
+            self._watch(base)
+        finally:
+            self._shutdown()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return self.outcome
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signals += 1
+
+    def _create_ring(self, spec: RingSpec) -> str:
+        name = segment_name(spec.key)
+        self.rings.append(Ring.create(name, spec.geometry, spec.slots))
+        return name
+
+    def _spawn(self, ring_names: dict[str, str]) -> None:
+        ctx = mp.get_context("spawn")
+        pipes: dict[tuple[str, str], tuple[Connection, Connection]] = {}
+        for spec in self.specs:
+            for upstream in spec.inputs:
+                pipes[(upstream, spec.name)] = ctx.Pipe(duplex=False)
+        for spec in reversed(self.specs):  # downstream first: it is ready when data comes
+            parent, child = ctx.Pipe()
+            sctx = StageContext(
+                spec.name,
+                spec.config,
+                child,
+                inputs={up: pipes[(up, spec.name)][0] for up in spec.inputs},
+                outputs={down: w for (up, down), (_, w) in pipes.items() if up == spec.name},
+                extra={**spec.extra, **{key: ring_names[ring] for key, ring in spec.rings.items()}},
+            )
+            process = ctx.Process(target=run_stage, args=(spec.cls, sctx), name=f"fp-{spec.name}", daemon=False)
+            process.start()
+            child.close()
+            self.outcome.stages[spec.name] = StageRecord(spec, process, parent)
+        for reader, writer in pipes.values():  # only the stages hold data pipes: EOF means a stage ended
+            reader.close()
+            writer.close()
+
+    def _wait_ready(self) -> None:
+        deadline = now_ns() + int(READY_TIMEOUT_S * NS_PER_S)
+        while any(r.state == "starting" for r in self.outcome.stages.values()):
+            self._pump(0.2)
+            if self.outcome.errors:
+                raise StageError(self.outcome.errors[0])
+            if self.signals:
+                raise StageError("stopped before recording started")
+            if now_ns() > deadline:
+                slow = [n for n, r in self.outcome.stages.items() if r.state == "starting"]
+                raise StageError(f"stage(s) {', '.join(slow)} did not start within {READY_TIMEOUT_S:.0f} s")
+
+    def _watch(self, base: int) -> None:
+        """Record until the duration, a signal, or the end of every stage."""
+        stop_at = base + int((self.duration_s + 0.5) * NS_PER_S) if self.duration_s else None
+        stopping_since: int | None = None
+        fast_since: int | None = None
+        while any(r.exitcode is None for r in self.outcome.stages.values()):
+            self._pump(0.1)
+            now = now_ns()
+            due = (stop_at is not None and now >= stop_at) or self.signals > 0 or self._source_failed()
+            if due and stopping_since is None:
+                stopping_since = now
+                self.outcome.stopped_ns = now
+                for record in self._live(source=True):
+                    self._send(record, msg.Stop())
+            drain_over = stopping_since is not None and now - stopping_since > DRAIN_TIMEOUT_S * NS_PER_S
+            if (self.signals > 1 or drain_over) and fast_since is None:
+                fast_since = now
+                self.outcome.fast_stop = True
+                for record in self._live():
+                    self._send(record, msg.Stop(fast=True))
+            if fast_since is not None and now - fast_since > KILL_TIMEOUT_S * NS_PER_S:
+                for record in self._live():
+                    self.outcome.errors.append(f"{record.spec.name} did not stop; killed it")
+                    record.process.kill()
+                fast_since = now
+            if self.on_tick:
+                self.on_tick(self)
+        if self.outcome.stopped_ns == 0:
+            self.outcome.stopped_ns = now_ns()
+
+    def _source_failed(self) -> bool:
+        """A stage downstream of the sources died: stop the sources too."""
+        return any(r.exitcode is not None and not r.spec.source for r in self.outcome.stages.values())
+
+    def _live(self, source: bool = False) -> list[StageRecord]:
+        return [r for r in self.outcome.stages.values() if r.exitcode is None and (r.spec.source or not source)]
+
+    # --- messages and processes ----------------------------------------------------------
+
+    def _pump(self, timeout: float) -> None:
+        """Handle every control message and process exit that arrives within ``timeout``."""
+        records = {r.control: r for r in self.outcome.stages.values() if not r.control.closed}
+        sentinels = {r.process.sentinel: r for r in self.outcome.stages.values() if r.exitcode is None}
+        for ready in wait([*records, *sentinels], timeout):
+            if ready in records:
+                self._receive(records[ready])
+            elif ready in sentinels:
+                self._exited(sentinels[ready])
+        for record in self.outcome.stages.values():
+            if record.exitcode is None:
+                record.peak_private_mb = max(record.peak_private_mb, private_rss_mb(record.process.pid))
+                try:
+                    cpu = psutil.Process(record.process.pid).cpu_times()
+                    record.cpu_s = max(record.cpu_s, cpu.user + cpu.system)
+                except psutil.Error:
+                    pass
+
+    def _receive(self, record: StageRecord) -> None:
+        try:
+            while record.control.poll():
+                self._handle(record, msg.decode(record.control.recv_bytes()))
+        except (EOFError, OSError):
+            record.control.close()
+
+    def _handle(self, record: StageRecord, message: msg.Message) -> None:
+        name = record.spec.name
+        if isinstance(message, msg.State):
+            record.state = message.state
+            record.info.update(message.info)
+        elif isinstance(message, msg.Stats):
+            record.stats.update(message.values)
+        elif isinstance(message, msg.Warning):
+            self.outcome.warnings.append(f"{name}: {message.text}")
+            self.on_message(f"framepipe: warning: {name}: {message.text}")
+        elif isinstance(message, msg.Error):
+            self.outcome.errors.append(f"{name}: {message.text}")
+            self.on_message(f"framepipe: error in {name}: {message.text}")
+
+    def _exited(self, record: StageRecord) -> None:
+        self._receive(record)  # its last words
+        record.process.join(1)
+        record.exitcode = record.process.exitcode if record.process.exitcode is not None else -1
+        if record.state != "done" or record.exitcode != 0:
+            how = f"signal {-record.exitcode}" if record.exitcode < 0 else f"exit status {record.exitcode}"
+            text = f"stage {record.spec.name} died ({how})"
+            self.outcome.errors.append(text)
+            self.on_message(f"framepipe: {text}; the other stages finish and keep what was recorded")
+
+    def _send(self, record: StageRecord, message: msg.Message) -> None:
+        with contextlib.suppress(OSError, ValueError):  # it is gone; its exit is handled on its own
+            record.control.send_bytes(msg.encode(message))
+
+    def _shutdown(self) -> None:
+        """Make sure no stage outlives us, then unmap and unlink every ring."""
+        for record in self.outcome.stages.values():
+            if record.process.is_alive():
+                self._send(record, msg.Stop(fast=True))
+        for record in self.outcome.stages.values():
+            record.process.join(KILL_TIMEOUT_S)
+            if record.process.is_alive():
+                record.process.kill()
+                record.process.join()
+            if record.exitcode is None:
+                record.exitcode = record.process.exitcode
+            if not record.control.closed:
+                self._receive(record)
+                record.control.close()
+        for ring in self.rings:
+            ring.close()
+        self.rings = []

@@ -1,0 +1,1 @@
+"""framepipe's concrete stages: screen capture, timestamper, encoder."""

@@ -1,0 +1,224 @@
+"""Encoder and muxer stage (process fp-encode): ring slots in, a playable file out.
+
+Each slot is wrapped once as a PyAV frame (``from_numpy_buffer``, no copy);
+the codec converts BGRA to its pixel format itself (one cached scaler). The
+held frame stays untouched until the next instruction replaces it, so a
+constant-frame-rate repeat re-encodes it. MKV is the default container;
+``.mp4`` is written fragmented, so a crash leaves a playable file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from fractions import Fraction
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import messages as msg
+from pipeline.clock import now_ns
+from pipeline.config import EncodeConfig
+from pipeline.errors import ConfigError
+from pipeline.ring import Ring
+from pipeline.stage import Stage
+from stages.timestamp import VFR_TIME_BASE
+
+#: Containers by file extension: (libav format name, muxer options).
+CONTAINERS: dict[str, tuple[str, dict[str, str]]] = {
+    ".mkv": ("matroska", {"cluster_time_limit": "1000", "flush_packets": "1"}),
+    ".mp4": ("mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}),
+    ".mov": ("mov", {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}),
+}
+FALLBACK_ENCODER = "libx264"
+LATENCY_BIN_NS = 250_000  # capture-to-packet latency histogram: 0.25 ms bins ...
+LATENCY_BINS = 20_000  # ... up to 5 s
+
+
+def hist_percentile(hist: np.ndarray, q: float) -> float | None:
+    """The q-th percentile, in ms, of a latency histogram (upper edge of its bin)."""
+    total = int(hist.sum())
+    if total == 0:
+        return None
+    index = int(np.searchsorted(np.cumsum(hist), total * q / 100))
+    return (index + 1) * LATENCY_BIN_NS / 1e6
+
+
+def container_for(path: str) -> tuple[str, dict[str, str]]:
+    """The container format and options for an output path, by extension."""
+    ext = Path(path).suffix.lower()
+    if ext not in CONTAINERS:
+        raise ConfigError(f"cannot write {ext or 'files without an extension'}: name the output .mkv, .mp4 or .mov")
+    return CONTAINERS[ext]
+
+
+def frame_rate(fps: float) -> Fraction:
+    """fps as an exact fraction (29.97 -> 30000/1001)."""
+    return Fraction(fps).limit_denominator(1001)
+
+
+def codec_options(config: EncodeConfig) -> dict[str, str]:
+    """Private options for the codec (preset and quality where it takes them)."""
+    if config.encoder == "libx264":
+        return {"preset": config.preset, "crf": str(config.crf)}
+    return {"preset": config.preset} if config.preset else {}
+
+
+def try_open(config: EncodeConfig, width: int, height: int, fps: float) -> str | None:
+    """Open the configured encoder for real; None if it works, else why not.
+
+    Listed is not working (a wheel lists nvenc without a GPU): only an open
+    proves it.
+    """
+    import av
+
+    try:
+        ctx: Any = av.CodecContext.create(config.encoder, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+        ctx.time_base = 1 / frame_rate(fps)
+        ctx.options = codec_options(config)
+        ctx.open()
+        ctx.close() if hasattr(ctx, "close") else None
+    except Exception as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+class Encoder(Stage):
+    """Encodes the frames the timestamper places, muxes them, writes the file."""
+
+    name = "encode"
+
+    def open(self) -> dict[str, Any]:
+        import av
+
+        config: EncodeConfig = self.ctx.config
+        extra = self.ctx.extra
+        self.ring = Ring.attach(extra["ring"])
+        g = self.ring.geometry
+        fps = extra["fps"]
+        info: dict[str, Any] = {}
+        why = try_open(config, g.width, g.height, fps) if config.encoder != FALLBACK_ENCODER else None
+        if why is not None:
+            self.ctx.warn(f"encoder {config.encoder} does not open here ({why}); using {FALLBACK_ENCODER}")
+            info["fallback"] = f"{config.encoder} -> {FALLBACK_ENCODER}"
+            config = EncodeConfig(**{**config.__dict__, "encoder": FALLBACK_ENCODER, "preset": "ultrafast"})
+        fmt, options = container_for(extra["output"])
+        self.container: Any = av.open(extra["output"], mode="w", format=fmt, options=options)
+        rate = frame_rate(fps)
+        self.time_base = Fraction(1, VFR_TIME_BASE) if extra["mode"] == "vfr" else 1 / rate
+        stream: Any = self.container.add_stream(config.encoder, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = g.width, g.height, "yuv420p"
+        stream.time_base = self.time_base
+        cc = stream.codec_context
+        cc.time_base = self.time_base
+        cc.gop_size = max(1, round(fps * config.gop_seconds))
+        cc.thread_type = config.thread_type
+        cc.thread_count = config.threads
+        cc.options = codec_options(config)
+        self.stream: Any = stream
+        self.frames = [
+            av.VideoFrame.from_numpy_buffer(self.ring.pixels(i), format="bgra") for i in range(self.ring.slots)
+        ]
+        for frame in self.frames:
+            frame.time_base = self.time_base
+        self.held: int | None = None
+        self.capture_of_pts: dict[int, int] = {}
+        self.latency_hist = np.zeros(LATENCY_BINS, np.int64)  # bounded memory for hours of recording
+        self.base_time = 0
+        self.counts = {"encoded": 0, "repeated": 0, "held_skips": 0, "packets": 0, "bytes": 0, "seq_mismatch": 0}
+        info.update({"encoder": config.encoder, "container": fmt})
+        return info
+
+    def run(self, base_time: int) -> None:
+        self.base_time = base_time
+        source = self.ctx.inputs["timestamp"]
+        watch = [source, self.ctx.control]
+        while True:
+            ready = wait(watch)
+            if self.ctx.control in ready:
+                try:
+                    if isinstance(msg.decode(self.ctx.control.recv_bytes()), msg.Stop):
+                        break  # a fast stop: close the file with what is encoded
+                except (EOFError, OSError):
+                    watch.remove(self.ctx.control)  # supervisor gone: keep draining to end of stream
+            if source not in ready:
+                continue
+            try:
+                message = msg.decode(source.recv_bytes())
+            except (EOFError, OSError):
+                self.ctx.warn("the timestamper ended without end of stream; closing the file")
+                break
+            if isinstance(message, msg.EndOfStream):
+                break
+            self.handle(message)
+            if self.ctx.stats_due():
+                self.ctx.report(msg.Stats(self.name, self.stats()))
+        self.finish()
+
+    def handle(self, message: msg.Message) -> None:
+        """Apply one instruction from the timestamper."""
+        if isinstance(message, (msg.Encode, msg.Hold)):
+            self._hold(message.slot, message.seq)
+        if isinstance(message, msg.Encode):
+            self.capture_of_pts[message.pts] = message.capture_ns
+            self._encode(message.pts)
+            self.counts["encoded"] += 1
+        elif isinstance(message, msg.Repeat) and self.held is not None:
+            self._encode(message.pts)
+            self.counts["repeated"] += 1
+        elif isinstance(message, msg.Hold):
+            self.counts["held_skips"] += 1
+
+    def _hold(self, slot: int, seq: int) -> None:
+        if self.held is not None:
+            self.ring.release()
+        self.held = slot
+        if self.ring.header(slot).seq != seq:  # the writer overran this slot: a bug, never silent
+            self.counts["seq_mismatch"] += 1
+
+    def _encode(self, pts: int) -> None:
+        assert self.held is not None
+        frame = self.frames[self.held]
+        frame.pts = pts
+        self._mux(self.stream.encode(frame))
+
+    def _mux(self, packets: list[Any]) -> None:
+        now = now_ns() - self.base_time
+        for packet in packets:
+            captured = self.capture_of_pts.pop(packet.pts, None)
+            if captured is not None:
+                self.latency_hist[min(LATENCY_BINS - 1, max(0, (now - captured) // LATENCY_BIN_NS))] += 1
+            self.counts["packets"] += 1
+            self.counts["bytes"] += packet.size
+        self.container.mux(packets)
+
+    def finish(self) -> None:
+        """Flush the encoder and close the container (the file is complete after this)."""
+        if self.held is not None:
+            self.ring.release()
+            self.held = None
+        self._mux(self.stream.encode(None))
+        self.container.close()
+        del self.container
+
+    def stats(self) -> dict[str, Any]:
+        if not hasattr(self, "counts"):
+            return {}
+        return {
+            **self.counts,
+            "latency_ms_p50": hist_percentile(self.latency_hist, 50),
+            "latency_ms_p99": hist_percentile(self.latency_hist, 99),
+        }
+
+    def close(self) -> None:
+        container = getattr(self, "container", None)
+        if container is not None:  # an error mid-run: leave what was written as playable as it is
+            with contextlib.suppress(Exception):
+                container.close()
+            self.container = None
+        self.frames = []
+        self.stream = None
+        if hasattr(self, "ring"):
+            self.ring.close()

@@ -1,0 +1,191 @@
+"""Screen capture stage (process fp-screen): grab on the clock's deadlines into the ring.
+
+Paced on absolute deadlines ``base_time + k / fps``, never ``sleep(1/fps)``.
+Each grab is copied once, into a ring slot, and announced downstream with a
+``Frame`` descriptor. A live source never blocks: when the ring is full the
+frame is not grabbed, a drop is counted and the next frame carries DISCONT;
+deadlines missed because the process ran late are counted too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from pipeline import messages as msg
+from pipeline.clock import NS_PER_S, now_ns, sleep_until
+from pipeline.config import ScreenConfig
+from pipeline.errors import SetupError
+from pipeline.ring import FLAG_DISCONT, PIXFMT_BGRA, Ring, SlotHeader
+from pipeline.stage import Stage
+from stages.xshm import MAX_OFFSET, XshmGrabber, XshmUnavailable
+
+
+def mss_backend(backend: str) -> str:
+    """The mss backend name for one of our backend names."""
+    return {"mss-xgetimage": "xgetimage", "mss-xlib": "xlib"}.get(backend, "default")
+
+
+def monitor_rect(monitors: list[dict[str, int]], config: ScreenConfig) -> dict[str, int]:
+    """The mss rectangle to grab: the chosen monitor, or a region within it."""
+    if config.monitor >= len(monitors):
+        raise SetupError(
+            f"monitor {config.monitor} does not exist; this display has monitors 1 to {len(monitors) - 1} "
+            "(0 is all of them): see `framepipe devices`"
+        )
+    mon = monitors[config.monitor]
+    if not config.region:
+        return {k: mon[k] for k in ("left", "top", "width", "height")}
+    x, y, w, h = config.region
+    if x + w > mon["width"] or y + h > mon["height"]:
+        raise SetupError(
+            f"region {x},{y},{w},{h} does not fit on monitor {config.monitor} "
+            f"({mon['width']}x{mon['height']}): choose a region inside it"
+        )
+    return {"left": mon["left"] + x, "top": mon["top"] + y, "width": w, "height": h}
+
+
+def screen_rect(config: ScreenConfig) -> dict[str, int]:
+    """Resolve the capture rectangle (supervisor, before rings exist); SetupError without a display."""
+    import mss
+
+    try:
+        with mss.MSS(backend=mss_backend(config.backend)) as sct:
+            return monitor_rect(list(sct.monitors), config)
+    except mss.ScreenShotError as exc:
+        raise SetupError(f"cannot open the display ({exc}): set DISPLAY, or run under Xvfb") from None
+
+
+class ScreenCapture(Stage):
+    """Grabs one monitor or region at a fixed rate into the video ring."""
+
+    name = "screen"
+
+    def open(self) -> dict[str, Any]:
+        import mss
+
+        self.config: ScreenConfig = self.ctx.config
+        self.sct = mss.MSS(backend=mss_backend(self.config.backend))
+        self.rect = monitor_rect(list(self.sct.monitors), self.config)
+        self.ring = Ring.attach(self.ctx.extra["ring"])
+        g = self.ring.geometry
+        if (g.width, g.height) != (self.rect["width"], self.rect["height"]):
+            raise SetupError("the screen changed size before recording started: start again")
+        self.views = [self.ring.pixels(i) for i in range(self.ring.slots)]
+        self.counts = {
+            "captured": 0,
+            "dropped_ring_full": 0,
+            "dropped_late": 0,
+            "grab_ms_max": 0.0,
+            "ring_peak": 0,
+            "recorded_ns": 0,
+        }
+        self.grab_ns_total = 0
+        self.xshm, backend = self._open_xshm()
+        return {"rect": self.rect, "backend": backend}
+
+    def _open_xshm(self) -> tuple[XshmGrabber | None, str]:
+        """The zero-copy grabber when asked for (or on auto) and possible; fallbacks are reported."""
+        if self.config.backend not in ("auto", "xshm"):
+            return None, f"mss ({mss_backend(self.config.backend)}), one copy"
+        why = "needs Linux and X11"
+        if sys.platform.startswith("linux") and os.environ.get("DISPLAY"):
+            if self.ring.pixel_offset(self.ring.slots - 1) > MAX_OFFSET:
+                why = "the ring is larger than 4 GiB"
+            else:
+                try:
+                    return XshmGrabber(self.ring.path), "xshm, zero-copy"
+                except XshmUnavailable as exc:
+                    why = str(exc)
+        self.ctx.warn(f"zero-copy capture unavailable ({why}); grabbing with mss and one copy")
+        return None, "mss (default), one copy"
+
+    def _grab(self, slot: int) -> None:
+        """Put the screen into ``slot``: by the X server directly, or by mss and one copy."""
+        r = self.rect
+        if self.xshm is not None:
+            self.xshm.grab(r["left"], r["top"], r["width"], r["height"], self.ring.pixel_offset(slot))
+            return
+        shot = self.sct.grab(r)
+        view = self.views[slot]
+        np.copyto(view, np.frombuffer(shot.raw, np.uint8).reshape(view.shape))
+
+    def run(self, base_time: int) -> None:
+        period = NS_PER_S / self.config.fps
+        tick, seq, flags = 0, 0, 0
+        control = self.ctx.control
+        stop_at: int | None = None
+        while True:
+            deadline = base_time + round(tick * period)
+            if stop_at is not None and deadline >= stop_at:
+                break
+            late = sleep_until(deadline)
+            if control.poll():
+                stop_at = self._stop_time(base_time)
+                if stop_at <= deadline:
+                    break
+            if late >= period:  # we slept through whole ticks: count them, keep the grid
+                missed = int(late // period)
+                self.counts["dropped_late"] += missed
+                tick += missed
+                seq += missed
+                flags = FLAG_DISCONT
+            slot = self.ring.acquire()
+            if slot is None:
+                self.counts["dropped_ring_full"] += 1
+                flags = FLAG_DISCONT
+            else:
+                t0 = now_ns()
+                self._grab(slot)
+                grabbed = now_ns() - t0
+                capture_ns = t0 - base_time
+                g = self.ring.geometry
+                self.ring.write_header(
+                    slot, SlotHeader(seq, capture_ns, g.width, g.height, g.stride, PIXFMT_BGRA, flags)
+                )
+                self.ctx.send("timestamp", msg.Frame(slot, seq, capture_ns, flags))
+                self.counts["captured"] += 1
+                self.counts["ring_peak"] = max(self.counts["ring_peak"], self.ring.fill())
+                self.grab_ns_total += grabbed
+                self.counts["grab_ms_max"] = max(self.counts["grab_ms_max"], grabbed / 1e6)
+                flags = 0
+            seq += 1
+            tick += 1
+            self.counts["recorded_ns"] = round(tick * period)
+            if self.ctx.stats_due():
+                self.ctx.report(msg.Stats(self.name, self.stats()))
+        self.ctx.send("timestamp", msg.EndOfStream(self.name))
+
+    def _stop_time(self, base_time: int) -> int:
+        """When to stop, from a Stop message: now, or at the time it names (clock ns)."""
+        try:
+            message = msg.decode(self.ctx.control.recv_bytes())
+        except (EOFError, OSError):
+            return 0  # the supervisor is gone: stop now, the file gets closed downstream
+        if isinstance(message, msg.Stop) and message.at and not message.fast:
+            return base_time + message.at
+        return 0
+
+    def stats(self) -> dict[str, Any]:
+        if not hasattr(self, "counts"):
+            return {}
+        captured = self.counts["captured"]
+        return {
+            **self.counts,
+            "grab_ms_mean": self.grab_ns_total / captured / 1e6 if captured else 0.0,
+            "ring_fill": self.ring.fill(),
+            "ring_slots": self.ring.slots,
+        }
+
+    def close(self) -> None:
+        self.views = []
+        if hasattr(self, "ring"):
+            self.ring.close()
+        xshm = getattr(self, "xshm", None)
+        if xshm is not None:
+            xshm.close()
+        if hasattr(self, "sct"):
+            self.sct.close()

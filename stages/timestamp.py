@@ -1,0 +1,91 @@
+"""Timestamper stage (process fp-timestamp): decides each frame's presentation time.
+
+It handles descriptors only, never pixels. Constant frame rate (default) maps
+each capture time to the nearest tick of 1/fps: a tick with no frame repeats
+the held frame, a second frame on one tick is skipped (held, not encoded);
+both are counted. Variable frame rate keeps capture times in 1/90000 s.
+"""
+
+from __future__ import annotations
+
+from multiprocessing.connection import wait
+from typing import Any
+
+from pipeline import messages as msg
+from pipeline.clock import NS_PER_S
+from pipeline.stage import Stage
+
+VFR_TIME_BASE = 90_000  # ticks per second for variable frame rate
+
+
+class Timeline:
+    """Pure logic: capture times in, encoder instructions out (unit-testable)."""
+
+    def __init__(self, fps: float, mode: str) -> None:
+        self.mode = mode
+        self.period_ns = NS_PER_S / fps
+        self.last_pts: int | None = None
+        self.repeats = 0
+        self.skips = 0
+        self.frames = 0
+
+    def place(self, frame: msg.Frame) -> list[msg.Message]:
+        """The encoder instructions for one captured frame."""
+        if self.mode == "vfr":
+            pts = frame.capture_ns * VFR_TIME_BASE // NS_PER_S
+        else:
+            pts = round(frame.capture_ns / self.period_ns)
+        if self.last_pts is not None and pts <= self.last_pts:
+            if self.mode == "vfr":
+                pts = self.last_pts + 1  # keep vfr strictly increasing
+            else:
+                self.skips += 1
+                return [msg.Hold(frame.slot, frame.seq)]
+        out: list[msg.Message] = []
+        if self.mode == "cfr" and self.last_pts is not None:
+            out = [msg.Repeat(p) for p in range(self.last_pts + 1, pts)]
+            self.repeats += len(out)
+        out.append(msg.Encode(frame.slot, frame.seq, pts, frame.capture_ns))
+        self.last_pts = pts
+        self.frames += 1
+        return out
+
+
+class Timestamper(Stage):
+    """Reads Frame descriptors from capture, writes Encode/Repeat/Hold to the encoder."""
+
+    name = "timestamp"
+
+    def open(self) -> dict[str, Any]:
+        self.timeline = Timeline(self.ctx.extra["fps"], self.ctx.config.mode)
+        return {}
+
+    def run(self, base_time: int) -> None:
+        source = self.ctx.inputs["screen"]
+        watch = [source, self.ctx.control]
+        while True:
+            ready = wait(watch)
+            if self.ctx.control in ready:
+                try:
+                    self.ctx.control.recv_bytes()  # Stop: capture sends EndOfStream after it
+                except (EOFError, OSError):
+                    watch.remove(self.ctx.control)  # supervisor gone: capture will end the stream
+            if source not in ready:
+                continue
+            try:
+                message = msg.decode(source.recv_bytes())
+            except (EOFError, OSError):
+                self.ctx.warn("screen capture ended without end of stream; closing the video")
+                break
+            if isinstance(message, msg.EndOfStream):
+                break
+            if isinstance(message, msg.Frame):
+                for out in self.timeline.place(message):
+                    self.ctx.send("encode", out)
+            if self.ctx.stats_due():
+                self.ctx.report(msg.Stats(self.name, self.stats()))
+        self.ctx.send("encode", msg.EndOfStream(self.name))
+
+    def stats(self) -> dict[str, Any]:
+        t = getattr(self, "timeline", None)
+        return {"frames": t.frames, "repeats": t.repeats, "skips": t.skips} if t else {}
