@@ -42,6 +42,20 @@ def positive(text: str) -> float:
     return value
 
 
+def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that override the pipeline config (record and demo)."""
+    parser.add_argument("--fps", type=float, help="frames per second (default 60)")
+    parser.add_argument("--monitor", type=int, help="monitor number from `framepipe devices` (default 1)")
+    parser.add_argument("--region", type=region, help="record only X,Y,WIDTH,HEIGHT of the monitor")
+    parser.add_argument("--config", help="pipeline config file (TOML); flags override it")
+    parser.add_argument("--encoder", help="video encoder (default libx264; one that does not open falls back)")
+    parser.add_argument("--preset", help="encoder speed preset (libx264: ultrafast ... veryslow)")
+    parser.add_argument("--crf", type=int, help="quality: lower is better, 0-51 (default 23)")
+    parser.add_argument("--vfr", action="store_true", help="keep capture times (variable frame rate)")
+    parser.add_argument("--no-audio", action="store_true", help="record video only")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="framepipe", description="Record the screen with every frame.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -49,18 +63,15 @@ def build_parser() -> Parser:
     rec = sub.add_parser("record", help="record the screen to a file (Ctrl+C stops and saves)")
     rec.add_argument("output", help="output file: .mkv (default choice), .mp4 or .mov (fragmented)")
     rec.add_argument("--duration", type=positive, help="stop after this many seconds (default: until Ctrl+C)")
-    rec.add_argument("--fps", type=float, help="frames per second (default 60)")
-    rec.add_argument("--monitor", type=int, help="monitor number from `framepipe devices` (default 1)")
-    rec.add_argument("--region", type=region, help="record only X,Y,WIDTH,HEIGHT of the monitor")
-    rec.add_argument("--config", help="pipeline config file (TOML); flags override it")
-    rec.add_argument("--encoder", help="video encoder (default libx264; hardware ones fall back if they do not open)")
-    rec.add_argument("--preset", help="encoder speed preset (libx264: ultrafast ... veryslow)")
-    rec.add_argument("--crf", type=int, help="quality: lower is better, 0-51 (default 23)")
-    rec.add_argument("--vfr", action="store_true", help="keep capture times (variable frame rate)")
-    rec.add_argument("--no-audio", action="store_true", help="record video only")
-    rec.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    add_pipeline_flags(rec)
     rec.add_argument("--stats-json", help="write every counter of the run to this JSON file")
     rec.add_argument("--quiet", action="store_true", help="no live status line")
+
+    demo = sub.add_parser("demo", help="record moving test content (on a virtual screen if there is no display)")
+    demo.add_argument("output", nargs="?", default="demo.mkv", help="output file (default demo.mkv)")
+    demo.add_argument("--duration", type=positive, default=5.0, help="seconds to record (default 5)")
+    demo.add_argument("--virtual", action="store_true", help="use a new virtual screen even if there is a display")
+    add_pipeline_flags(demo)
 
     dev = sub.add_parser("devices", help="list monitors")
     dev.add_argument("--json", action="store_true", help="machine-readable output")
@@ -90,6 +101,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     return record(job)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from framepipe.demo import demo
+
+    return demo(args.output, cfg.load(args.config, overrides(args)), args.duration, args.virtual, args.overwrite)
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from framepipe.devices import list_devices
 
@@ -108,7 +125,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"record": cmd_record, "devices": cmd_devices}[args.command](args)
+        return {"record": cmd_record, "demo": cmd_demo, "devices": cmd_devices}[args.command](args)
     except FramepipeError as exc:
         print(f"framepipe: {exc}", file=sys.stderr)
         return 2

@@ -178,7 +178,8 @@ def record(job: RecordJob) -> int:
         check_writable(job.stats_json, overwrite=True)
     stages, rings, rect = plan(job)
     status = StatusLine(job.config.screen.fps, job.status_line and sys.stderr.isatty())
-    supervisor = Supervisor(stages, rings, job.duration_s, on_tick=status)
+    grid = round(NS_PER_S / job.config.screen.fps)
+    supervisor = Supervisor(stages, rings, job.duration_s, on_tick=status, grid_ns=grid)
     try:
         outcome = supervisor.run()
     finally:

@@ -110,10 +110,12 @@ class Supervisor:
         duration_s: float | None = None,
         on_tick: Callable[[Supervisor], None] | None = None,
         on_message: Callable[[str], None] | None = None,
+        grid_ns: int = 1,
     ) -> None:
         self.specs = stages
         self.ring_specs = rings
         self.duration_s = duration_s
+        self.grid_ns = grid_ns  # base time falls on a multiple of this (one frame): runs line up on the clock
         self.on_tick = on_tick
         self.on_message = on_message or (lambda line: print(line, file=sys.stderr))
         self.outcome = Outcome()
@@ -135,7 +137,7 @@ class Supervisor:
             extra = {r.key: self._create_ring(r) for r in self.ring_specs}
             self._spawn(extra)
             self._wait_ready()
-            base = now_ns() + START_LEAD_NS
+            base = -(-(now_ns() + START_LEAD_NS) // self.grid_ns) * self.grid_ns
             self.outcome.base_time = base
             for record in self.outcome.stages.values():
                 self._send(record, msg.Start(base))

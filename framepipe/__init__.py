@@ -1,0 +1,1 @@
+"""framepipe: a screen recorder that keeps every frame, and the tools that check it."""

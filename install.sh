@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what framepipe needs on Debian/Ubuntu: the system packages that are
+# missing (Xvfb, ffmpeg, PulseAudio, PortAudio, libxcb-shm), then the package
+# itself with its test tools in a virtual environment at .venv.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+packages=(xvfb ffmpeg pulseaudio libportaudio2 libxcb1 libxcb-shm0 python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# python3-venv is only needed for Debian's own python3; a python with a working venv module does without it.
+if python3 -c "import ensurepip, venv" 2>/dev/null; then
+  missing=("${missing[@]/python3-venv/}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if ((${#missing[@]})); then
+  echo "install.sh: installing system packages: ${missing[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[dev]"
+echo "install.sh: done; run .venv/bin/framepipe --help"
