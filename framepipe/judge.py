@@ -212,6 +212,54 @@ class TimestampErrors:
                 "frames": len(self.errors_ms)}
 
 
+def paint_time_ns(n: int, info: Mapping[str, Any], stats: Mapping[str, Any] | None = None) -> float:
+    """When state ``n`` was on screen: its deadline, plus its measured paint delay when ``stats`` has it."""
+    t = int(info["base_ns"]) + n * 1e9 / float(info["fps"])
+    delays = stats.get("paint_delay_us") if stats is not None else None
+    if delays is not None and 0 <= n < len(delays) and delays[n] is not None:
+        t += delays[n] * 1000  # measured: done (after XSync) this long after the deadline
+    return t
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Who lost the missing states: the recorder, or the screen (painted too late to be seen)."""
+
+    recorder_lost: int  # states on screen through a capture instant, yet absent from the file
+    screen_late: int  # states never on screen at any capture instant (painter late or skipped)
+
+
+def attribute_missing(frames: Sequence[Frame], info: Mapping[str, Any], base_time_ns: int,
+                      stats: Mapping[str, Any], tolerance_ms: float = 2.0) -> Attribution:
+    """Split the missing states by cause, using the recorder's capture instants and measured paint times.
+
+    Frame ``i`` stands for the screen at ``base_time_ns + time_i``. A missing state counts against the
+    recorder when it was on screen from ``tolerance_ms`` before to ``tolerance_ms`` after some frame's
+    instant (so even a late grab would have seen it); otherwise the screen was late.
+    """
+    states = sorted({f.state for f in frames if f.state is not None})
+    if not states:
+        return Attribution(0, 0)
+    shown = set(states)
+    missing = [n for n in range(states[0], states[-1] + 1) if n not in shown]
+    instants = np.array(sorted(base_time_ns + f.time * 1e9 for f in frames), dtype=np.float64)
+    tol = tolerance_ms * 1e6
+    recorder = 0
+    for n in missing:
+        start, end = paint_time_ns(n, info, stats), paint_time_ns(n + 1, info, stats)
+        if any(d is None for d in _delays(stats, n)):
+            continue  # the painter skipped it: never on screen
+        i = int(np.searchsorted(instants, start + tol))
+        if i < instants.size and instants[i] + tol <= end:
+            recorder += 1
+    return Attribution(recorder, len(missing) - recorder)
+
+
+def _delays(stats: Mapping[str, Any], n: int) -> list[Any]:
+    delays = stats.get("paint_delay_us") or []
+    return [delays[n] if 0 <= n < len(delays) else 0]
+
+
 def timestamp_errors(frames: Sequence[Frame], info: Mapping[str, Any], base_time_ns: int,
                      stats: Mapping[str, Any] | None = None, tolerance_ms: float = 2.0) -> TimestampErrors:
     """Per-frame (capture time) - (time the shown state was painted), in ms.
@@ -222,13 +270,9 @@ def timestamp_errors(frames: Sequence[Frame], info: Mapping[str, Any], base_time
     is ``outside`` when its capture time is before its state was painted or after the next state was.
     """
     base_ns, fps = int(info["base_ns"]), float(info["fps"])
-    delays = stats.get("paint_delay_us") if stats is not None else None
 
     def painted_ns(n: int) -> float:
-        t = base_ns + n * 1e9 / fps
-        if delays is not None and 0 <= n < len(delays) and delays[n] is not None:
-            t += delays[n] * 1000  # measured: done (after XSync) this long after the deadline
-        return t
+        return paint_time_ns(n, info, stats)
 
     errors: list[float] = []
     outside = 0

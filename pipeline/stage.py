@@ -134,7 +134,8 @@ def wait_start(ctx: StageContext) -> int | None:
 def run_stage(stage_cls: type[Stage], ctx: StageContext) -> None:
     """Entry point of a stage process (spawned by the supervisor)."""
     set_process_name(f"fp-{ctx.name}")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the group: the supervisor decides
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # signals to the whole group: the supervisor decides, we drain
     for text in apply_placement(ctx.config):
         ctx.warn(text)
     stage = stage_cls(ctx)

@@ -132,7 +132,7 @@ class Supervisor:
         needed = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
         check_free(needed)
         self.outcome.shm_bytes = needed
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             extra = {r.key: self._create_ring(r) for r in self.ring_specs}
             self._spawn(extra)

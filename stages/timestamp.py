@@ -1,13 +1,16 @@
 """Timestamper stage (process fp-timestamp): decides each frame's presentation time.
 
-It handles descriptors only, never pixels. Constant frame rate (default) maps
-each capture time to the nearest tick of 1/fps: a tick with no frame repeats
-the held frame, a second frame on one tick is skipped (held, not encoded);
-both are counted. Variable frame rate keeps capture times in 1/90000 s.
+It handles descriptors only, never pixels. Constant frame rate (default) gives
+each frame the tick of 1/fps it was due at (the last at or before its
+capture, so a grab that woke late still fills its own tick), or the earliest
+free tick if it came up to half a tick early; a tick left
+without a frame repeats the held frame, a frame with no free tick near it is
+skipped (held, not encoded); both are counted. Variable frame rate keeps capture times in 1/90000 s.
 """
 
 from __future__ import annotations
 
+import math
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -32,23 +35,30 @@ class Timeline:
     def place(self, frame: msg.Frame) -> list[msg.Message]:
         """The encoder instructions for one captured frame."""
         if self.mode == "vfr":
-            pts = frame.capture_ns * VFR_TIME_BASE // NS_PER_S
-        else:
-            pts = round(frame.capture_ns / self.period_ns)
-        if self.last_pts is not None and pts <= self.last_pts:
-            if self.mode == "vfr":
-                pts = self.last_pts + 1  # keep vfr strictly increasing
-            else:
-                self.skips += 1
-                return [msg.Hold(frame.slot, frame.seq)]
-        out: list[msg.Message] = []
-        if self.mode == "cfr" and self.last_pts is not None:
-            out = [msg.Repeat(p) for p in range(self.last_pts + 1, pts)]
-            self.repeats += len(out)
+            return self._place_vfr(frame)
+        t = frame.capture_ns / self.period_ns  # capture time in ticks
+        nxt = 0 if self.last_pts is None else self.last_pts + 1  # the earliest tick with no frame yet
+        if self.last_pts is not None and t - nxt <= -0.5:
+            self.skips += 1  # a second frame for a tick that has one: hold it (newest content), encode nothing
+            return [msg.Hold(frame.slot, frame.seq)]
+        # A frame takes the tick it was due at (the last one at or before its capture), or the
+        # earliest free tick when it came a little early; ticks skipped over repeat the held frame.
+        pts = max(nxt, math.floor(t))
+        out: list[msg.Message] = [msg.Repeat(p) for p in range(nxt, pts)] if self.last_pts is not None else []
+        self.repeats += len(out)
         out.append(msg.Encode(frame.slot, frame.seq, pts, frame.capture_ns))
         self.last_pts = pts
         self.frames += 1
         return out
+
+    def _place_vfr(self, frame: msg.Frame) -> list[msg.Message]:
+        """Variable frame rate: the capture time itself, kept strictly increasing."""
+        pts = frame.capture_ns * VFR_TIME_BASE // NS_PER_S
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1
+        self.last_pts = pts
+        self.frames += 1
+        return [msg.Encode(frame.slot, frame.seq, pts, frame.capture_ns)]
 
 
 class Timestamper(Stage):

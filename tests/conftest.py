@@ -17,3 +17,86 @@ def virtual_screen() -> Iterator[VirtualScreen]:
         pytest.skip("Xvfb is not installed")
     with VirtualScreen(1920, 1080) as screen:
         yield screen
+
+
+# --- recording helpers (the core pipeline's integration tests) ---------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from framepipe import judge  # noqa: E402
+from framepipe.testscreen import load_info, start_testscreen  # noqa: E402
+
+SHM = Path("/dev/shm")
+
+
+def framepipe_segments() -> set[str]:
+    """framepipe's shared-memory segments now in /dev/shm."""
+    return {p.name for p in SHM.glob("fp_*")} if SHM.is_dir() else set()
+
+
+def framepipe_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "framepipe", *args]
+
+
+def run_framepipe(*args: str, display: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the framepipe command to its end, output captured."""
+    env = dict(os.environ)
+    if display is None:
+        env.pop("DISPLAY", None)
+    else:
+        env["DISPLAY"] = display
+    return subprocess.run(framepipe_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@dataclass
+class Recording:
+    """A finished recording of the test screen and what it shows."""
+
+    path: Path
+    result: subprocess.CompletedProcess[str]
+    stats: dict[str, Any]
+    info: dict[str, Any]
+    report: judge.Report
+    attribution: judge.Attribution  # missing states: the recorder's fault, or the painter's lateness
+
+
+@pytest.fixture
+def record_testscreen(virtual_screen: VirtualScreen, tmp_path: Path) -> Any:
+    """Record the test screen at ``fps`` with extra flags; judge the file."""
+
+    def run(name: str, *flags: str, fps: float = 60, duration: float = 5, origin: tuple[int, int] = (0, 0)) -> Recording:
+        info_path = tmp_path / f"{name}.screen.json"
+        stats_path = tmp_path / f"{name}.stats.json"
+        out = tmp_path / name
+        painter = start_testscreen(virtual_screen.display, fps, info_path=info_path)
+        try:
+            result = run_framepipe(
+                "record", str(out), "--duration", str(duration), "--fps", str(fps), "--no-audio",
+                "--stats-json", str(stats_path), *flags, display=virtual_screen.display,
+            )  # fmt: skip
+        finally:
+            painter.terminate()
+            painter.wait(10)
+        assert result.returncode == 0, result.stderr
+        info = load_info(info_path)
+        frames = judge.read_codes(out, info["code_rect"], origin)
+        stats = json.loads(stats_path.read_text())
+        painter_stats = json.loads(Path(f"{info_path}.stats").read_text())
+        attribution = judge.attribute_missing(frames, info, stats["base_time_ns"], painter_stats)
+        return Recording(out, result, stats, info, judge.judge(frames, 1 / fps), attribution)
+
+    return run
+
+
+def decodes_cleanly(path: Path) -> str:
+    """What ffmpeg says when decoding the whole file (empty means clean)."""
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True, check=False
+    )
+    return done.stderr.strip()
