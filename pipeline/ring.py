@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import weakref
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
@@ -88,8 +89,9 @@ class Ring:
         if magic != MAGIC:
             raise ValueError(f"shared memory {shm.name} is not a framepipe ring")
         self.geometry = Geometry(width, height, stride)
-        self._released = np.ndarray((1,), np.uint64, buffer=self._buf, offset=RELEASED_OFFSET)
+        self._released = np.frombuffer(self._buf, np.uint64, count=1, offset=RELEASED_OFFSET)
         self.written = 0  # writer-side count of slots handed out
+        self._views: list[weakref.ref[np.ndarray]] = []
 
     @property
     def name(self) -> str:
@@ -146,13 +148,12 @@ class Ring:
     def pixels(self, slot: int) -> np.ndarray:
         """A (height, width, 4) uint8 view of a slot's pixels; drop it before close()."""
         g = self.geometry
-        view = np.ndarray(
-            (g.height, g.width, 4),
-            np.uint8,
-            buffer=self._buf,
-            offset=self.pixel_offset(slot),
-            strides=(g.stride, 4, 1),
-        )
+        # np.frombuffer holds an export of the segment's buffer, so close() refuses while a view
+        # lives instead of unmapping memory under it (np.ndarray(buffer=...) would not).
+        rows = np.frombuffer(self._buf, np.uint8, count=g.frame_bytes, offset=self.pixel_offset(slot))
+        self._views = [ref for ref in self._views if ref() is not None]
+        self._views.append(weakref.ref(rows))  # every view derived from it keeps it alive
+        view = rows.reshape(g.height, g.stride)[:, : g.width * 4].reshape(g.height, g.width, 4)
         return view
 
     def pixel_offset(self, slot: int) -> int:
@@ -180,8 +181,14 @@ class Ring:
     # --- lifetime --------------------------------------------------------------------
 
     def close(self) -> None:
-        """Unmap the segment (and unlink it if this process created it)."""
-        del self._released
+        """Unmap the segment (and unlink it if this process created it).
+
+        Raises BufferError, leaving the ring usable, while a pixel view still lives.
+        """
+        alive = sum(ref() is not None for ref in self._views)
+        if alive:
+            raise BufferError(f"{alive} pixel view(s) of ring {self.name} still alive: drop them first")
+        self._released = None  # type: ignore[assignment]
         self._shm.close()
         if self.owner:
             with contextlib.suppress(FileNotFoundError):

@@ -70,7 +70,9 @@ class Recording:
 def record_testscreen(virtual_screen: VirtualScreen, tmp_path: Path) -> Any:
     """Record the test screen at ``fps`` with extra flags; judge the file."""
 
-    def run(name: str, *flags: str, fps: float = 60, duration: float = 5, origin: tuple[int, int] = (0, 0)) -> Recording:
+    def run(
+        name: str, *flags: str, fps: float = 60, duration: float = 5, origin: tuple[int, int] = (0, 0)
+    ) -> Recording:
         info_path = tmp_path / f"{name}.screen.json"
         stats_path = tmp_path / f"{name}.stats.json"
         out = tmp_path / name

@@ -1,0 +1,227 @@
+"""Pure logic in one process: messages, ring, timeline, config (fakes only here)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import config as cfg
+from pipeline import messages as msg
+from pipeline.errors import ConfigError
+from pipeline.ring import Geometry, Ring, SlotHeader
+from stages.timestamp import Timeline
+
+P = 1e9 / 60
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        msg.Start(123),
+        msg.Stop(),
+        msg.Stop(fast=True, at=5),
+        msg.State("screen", "ready", {"rect": {"left": 0}}),
+        msg.Stats("encode", {"encoded": 3, "latency_ms_p50": None}),
+        msg.Warning("audio", "gone"),
+        msg.Error("encode", "disk full", fatal=True),
+        msg.Frame(1, 2, 3, 4),
+        msg.Encode(1, 2, 3, 4),
+        msg.Repeat(7),
+        msg.Hold(1, 2),
+        msg.EndOfStream("screen"),
+    ],
+)
+def test_messages_round_trip(message: msg.Message) -> None:
+    data = msg.encode(message)
+    assert msg.decode(data) == message
+    assert len(data) < 64  # control stays small
+
+
+@pytest.mark.parametrize("data", [b"", b"\x93\x01", b"\x92\xcc\xff\x01", b"garbage"])
+def test_malformed_message_is_a_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError, match="not a framepipe message"):
+        msg.decode(data)
+
+
+def test_ring_hands_out_slots_in_order_and_refuses_when_full() -> None:
+    ring = Ring.create("fp_test_unit_order", Geometry(32, 8, 128), 3)
+    reader = Ring.attach(ring.name)
+    try:
+        assert [ring.acquire() for _ in range(4)] == [0, 1, 2, None]
+        assert ring.fill() == 3
+        reader.release()
+        assert ring.acquire() == 0 and ring.fill() == 3
+        reader.release(3)
+        assert ring.fill() == 0
+    finally:
+        reader.close()
+        ring.close()
+    assert not Path("/dev/shm/fp_test_unit_order").exists()
+
+
+def test_ring_header_and_pixels_are_shared() -> None:
+    ring = Ring.create("fp_test_unit_px", Geometry(16, 4, 64), 2)
+    reader = Ring.attach(ring.name)
+    try:
+        slot = ring.acquire()
+        assert slot is not None
+        ring.pixels(slot)[:] = 9
+        ring.write_header(slot, SlotHeader(5, 6, 16, 4, 64, 1, 1))
+        assert reader.header(slot) == SlotHeader(5, 6, 16, 4, 64, 1, 1)
+        assert int(reader.pixels(slot).sum()) == 9 * 16 * 4 * 4
+        assert reader.pixel_offset(slot) % 64 == 0
+    finally:
+        reader.close()
+        ring.close()
+
+
+def test_ring_close_refuses_while_a_view_lives() -> None:
+    ring = Ring.create("fp_test_unit_view", Geometry(16, 4, 64), 2)
+    view = ring.pixels(0)
+    with pytest.raises(BufferError):
+        ring.close()
+    del view
+    ring.close()
+
+
+def _fill_slots(name: str, count: int) -> None:
+    ring = Ring.attach(name)
+    for i in range(count):
+        while (slot := ring.acquire()) is None:
+            pass
+        ring.pixels(slot)[:] = i % 251
+        ring.write_header(slot, SlotHeader(i, i, 16, 4, 64, 1, 0))
+    ring.close()
+
+
+def test_ring_across_processes_keeps_order() -> None:
+    ring = Ring.create("fp_test_unit_mp", Geometry(16, 4, 64), 4)
+    proc = mp.get_context("spawn").Process(target=_fill_slots, args=(ring.name, 40))
+    proc.start()
+    seen = []
+    try:
+        while len(seen) < 40:
+            if ring.released < ring_written(ring):
+                slot = ring.released % ring.slots
+                header = ring.header(slot)
+                assert int(ring.pixels(slot)[0, 0, 0]) == header.seq % 251
+                seen.append(header.seq)
+                ring.release()
+        proc.join(10)
+    finally:
+        ring.close()
+    assert seen == list(range(40))
+
+
+def ring_written(ring: Ring) -> int:
+    """Slots the writer has published: those with a header newer than the read cursor."""
+    slot = ring.released % ring.slots
+    return ring.released + 1 if ring.header(slot).seq == ring.released and ring.header(slot).width else ring.released
+
+
+def place_all(times: list[float], mode: str = "cfr") -> tuple[list[tuple[str, int | None]], Timeline]:
+    tl = Timeline(60, mode)
+    out: list[tuple[str, int | None]] = []
+    for i, t in enumerate(times):
+        out += [(type(m).__name__, getattr(m, "pts", None)) for m in tl.place(msg.Frame(i % 8, i, round(t * P), 0))]
+    return out, tl
+
+
+def test_timeline_on_time_frames_take_consecutive_ticks() -> None:
+    out, tl = place_all([0, 1, 2, 3])
+    assert out == [("Encode", 0), ("Encode", 1), ("Encode", 2), ("Encode", 3)]
+    assert (tl.repeats, tl.skips) == (0, 0)
+
+
+def test_timeline_a_late_grab_keeps_its_own_tick() -> None:
+    out, tl = place_all([0, 1, 2.7, 3, 4])
+    assert [pts for _, pts in out] == [0, 1, 2, 3, 4] and (tl.repeats, tl.skips) == (0, 0)
+
+
+def test_timeline_a_missed_tick_repeats_the_held_frame() -> None:
+    out, tl = place_all([0, 1, 3, 4])
+    assert out == [("Encode", 0), ("Encode", 1), ("Repeat", 2), ("Encode", 3), ("Encode", 4)]
+    assert tl.repeats == 1
+
+
+def test_timeline_a_second_frame_on_one_tick_is_held_not_encoded() -> None:
+    out, tl = place_all([0, 1, 1.2, 3])
+    assert out == [("Encode", 0), ("Encode", 1), ("Hold", None), ("Repeat", 2), ("Encode", 3)]
+    assert (tl.repeats, tl.skips) == (1, 1)
+
+
+def test_timeline_vfr_keeps_capture_times_strictly_increasing() -> None:
+    out, tl = place_all([0, 1.3, 1.3, 2.9], mode="vfr")
+    pts = [p for _, p in out]
+    assert pts[1] == round(1.3 * P) * 90_000 // 1_000_000_000
+    assert pts == sorted(set(pts)) and tl.skips == 0 and tl.repeats == 0
+
+
+def test_config_defaults_and_overrides() -> None:
+    c = cfg.load(overrides={"screen": {"fps": 120, "region": (0, 0, 1280, 720)}, "encode": {"crf": None}})
+    assert c.screen.fps == 120.0 and c.screen.region == (0, 0, 1280, 720)
+    assert c.encode.crf == 23 and c.encode.preset == "ultrafast" and c.encode.nice == 10
+
+
+def test_config_file_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[screen]\nfps = 30\naffinity = [0]\n[encode]\npreset = "veryfast"\nthreads = 2\n')
+    c = cfg.load(path, {"screen": {"fps": 50}})
+    assert c.screen.fps == 50 and c.screen.affinity == (0,) and c.encode.preset == "veryfast"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[screen]\nfpz = 3\n", "unknown key screen.fpz; allowed keys: affinity, backend"),
+        ("[screne]\n", "unknown table [screne]"),
+        ('[screen]\nfps = "fast"\n', "screen.fps must be a number"),
+        ("[screen]\nfps = 0\n", "screen.fps = 0.0 is out of range; allowed: 1 to 240"),
+        ('[encode]\npreset = "quick"\n', "not a libx264 preset; choose one of: ultrafast"),
+        ('[timestamp]\nmode = "x"\n', "choose one of: cfr, vfr"),
+        ("[screen]\nregion = [1, 2]\n", "screen.region must be x, y, width, height"),
+        ("[screen]\naffinity = [-1]\n", "must not hold negative numbers"),
+        ("[encode]\ncrf = true\n", "encode.crf must be a whole number"),
+        ("[screen\n", "is not valid TOML"),
+        ("screen = 3\n", "[screen] must be a table"),
+    ],
+)
+def test_config_errors_name_the_key_and_what_is_allowed(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        cfg.load(path)
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist: check the path given to --config"):
+        cfg.load(tmp_path / "none.toml")
+
+
+VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True), st.text(max_size=12),
+    st.lists(st.integers(-5, 5), max_size=5), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)  # fmt: skip
+KEYS = st.sampled_from(
+    ["fps", "monitor", "region", "backend", "ring_seconds", "affinity", "nice", "mode", "encoder", "preset",
+     "crf", "threads", "thread_type", "gop_seconds", "bogus"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["screen", "timestamp", "encode"]), st.dictionaries(KEYS, VALUES, max_size=4)))
+def test_generated_configs_load_or_fail_with_a_config_error(data: dict) -> None:
+    try:
+        c = cfg.load(overrides={k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in data.items()})
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert 1 <= c.screen.fps <= 240 and 0 <= c.encode.crf <= 51
+        assert c.timestamp.mode in ("cfr", "vfr") and np.isfinite(c.screen.ring_seconds)
