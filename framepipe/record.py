@@ -7,8 +7,8 @@ sizes the ring, builds the stage plan, runs it and writes the stats.
 from __future__ import annotations
 
 import json
-import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from pipeline.supervisor import Outcome, RingSpec, StageSpec, Supervisor
 from stages.encode import Encoder, container_for
 from stages.screen import ScreenCapture, screen_rect
 from stages.timestamp import Timestamper
+
+SERIES_LIMIT = 2000  # ring fill samples kept in the stats (2 a second; halved when full)
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,13 @@ def check_writable(path: str, overwrite: bool) -> None:
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise SetupError(f"folder {folder} does not exist: create it first or choose another output path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SetupError(f"cannot write in folder {folder}: choose an output path you may write to")
+    try:  # a real probe: os.access() says yes to root even on read-only file systems
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SetupError(
+            f"cannot write in folder {folder} ({exc.strerror}): choose an output path you may write to"
+        ) from None
     if target.is_dir():
         raise SetupError(f"{path} is a folder: give a file name such as {target / 'recording.mkv'}")
     if target.exists() and not overwrite:
@@ -74,6 +81,39 @@ def plan(job: RecordJob) -> tuple[list[StageSpec], list[RingSpec], dict[str, int
         ),
     ]
     return stages, [RingSpec("video", geometry, slots)], rect
+
+
+class RingSeries:
+    """Ring fill over time, from the screen stage's periodic stats (supervisor); bounded for long runs."""
+
+    def __init__(self, limit: int = SERIES_LIMIT) -> None:
+        self.limit = limit
+        self.every = 1  # keep one report in this many; doubles each time the series is halved
+        self.reports = 0
+        self.last_ns: int | None = None
+        self.rows: list[tuple[float, int, int, int]] = []  # (running time s, ring fill, captured, dropped)
+
+    def __call__(self, sup: Supervisor) -> None:
+        screen = sup.outcome.stages.get("screen")
+        stats = screen.stats if screen is not None else {}
+        t = stats.get("recorded_ns")
+        if t is None or t == self.last_ns:
+            return
+        self.last_ns = t
+        self.reports += 1
+        if self.reports % self.every:
+            return
+        dropped = stats.get("dropped_ring_full", 0) + stats.get("dropped_late", 0)
+        self.rows.append((t / NS_PER_S, stats.get("ring_fill", 0), stats.get("captured", 0), dropped))
+        if len(self.rows) >= self.limit:
+            self.rows = self.rows[::2]
+            self.every *= 2
+
+    def as_dict(self) -> dict[str, Any]:
+        """Columns for the stats JSON."""
+        columns = zip(*self.rows, strict=True) if self.rows else ((), (), (), ())
+        t, fill, captured, dropped = (list(c) for c in columns)
+        return {"t_s": t, "ring_fill": fill, "captured": captured, "dropped": dropped}
 
 
 class StatusLine:
@@ -106,8 +146,10 @@ class StatusLine:
             sys.stderr.write("\n")
 
 
-def stats_of(job: RecordJob, outcome: Outcome, rect: dict[str, int], ring: RingSpec) -> dict[str, Any]:
-    """The --stats-json document: every counter, by stage, with drops by reason."""
+def stats_of(
+    job: RecordJob, outcome: Outcome, rect: dict[str, int], ring: RingSpec, series: RingSeries | None = None
+) -> dict[str, Any]:
+    """The --stats-json document: every counter, by stage, with drops by reason (and ring fill over time)."""
     st = {name: rec.stats for name, rec in outcome.stages.items()}
     screen, ts, enc = st.get("screen", {}), st.get("timestamp", {}), st.get("encode", {})
     dropped = {
@@ -147,6 +189,7 @@ def stats_of(job: RecordJob, outcome: Outcome, rect: dict[str, int], ring: RingS
             }
             for name, rec in outcome.stages.items()
         },
+        "series": series.as_dict() if series is not None else None,
         "shm_bytes": outcome.shm_bytes,
         "fast_stop": outcome.fast_stop,
         "warnings": outcome.warnings,
@@ -179,12 +222,18 @@ def record(job: RecordJob) -> int:
     stages, rings, rect = plan(job)
     status = StatusLine(job.config.screen.fps, job.status_line and sys.stderr.isatty())
     grid = round(NS_PER_S / job.config.screen.fps)
-    supervisor = Supervisor(stages, rings, job.duration_s, on_tick=status, grid_ns=grid)
+    series = RingSeries()
+
+    def on_tick(sup: Supervisor) -> None:
+        status(sup)
+        series(sup)
+
+    supervisor = Supervisor(stages, rings, job.duration_s, on_tick=on_tick, grid_ns=grid)
     try:
         outcome = supervisor.run()
     finally:
         status.end()
-    stats = stats_of(job, outcome, rect, rings[0])
+    stats = stats_of(job, outcome, rect, rings[0], series)
     if job.stats_json:
         Path(job.stats_json).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     print(summary(stats), file=sys.stderr)

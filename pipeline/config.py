@@ -24,6 +24,7 @@ from pipeline.errors import ConfigError
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )  # fmt: skip
+ENCODERS = ("libx264", "h264_nvenc", "h264_qsv", "h264_amf", "h264_videotoolbox", "hevc_nvenc", "libx265")
 BACKENDS = ("auto", "xshm", "mss", "mss-xgetimage", "mss-xlib")
 
 
@@ -65,7 +66,7 @@ class EncodeConfig(StageConfig):
     """The encoder and muxer (fp-encode). Niced by default: the ring absorbs its lag, capture never waits."""
 
     nice: int = _opt(10, lo=-20, hi=19)  # below capture and the X server, so grabs run on time
-    encoder: str = _opt("libx264")  # video codec; hardware ones are tried and fall back to libx264
+    encoder: str = _opt("libx264", choices=ENCODERS)  # video codec; hardware ones are tried and fall back to libx264
     preset: str = _opt("ultrafast")  # encoder speed preset (libx264: ultrafast ... veryslow)
     crf: int = _opt(23, lo=0, hi=51)  # constant rate factor: lower is better quality, bigger file
     threads: int = _opt(0, lo=0, hi=64)  # encoder threads; 0: automatic

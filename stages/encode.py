@@ -59,10 +59,10 @@ def frame_rate(fps: float) -> Fraction:
 
 
 def codec_options(config: EncodeConfig) -> dict[str, str]:
-    """Private options for the codec (preset and quality where it takes them)."""
-    if config.encoder == "libx264":
+    """Private options for the codec: libx264 takes preset and crf; hardware encoders keep their defaults."""
+    if config.encoder in ("libx264", "libx265"):
         return {"preset": config.preset, "crf": str(config.crf)}
-    return {"preset": config.preset} if config.preset else {}
+    return {}
 
 
 def try_open(config: EncodeConfig, width: int, height: int, fps: float) -> str | None:

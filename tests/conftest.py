@@ -35,9 +35,10 @@ from framepipe.testscreen import load_info, start_testscreen  # noqa: E402
 SHM = Path("/dev/shm")
 
 
-def framepipe_segments() -> set[str]:
-    """framepipe's shared-memory segments now in /dev/shm."""
-    return {p.name for p in SHM.glob("fp_*")} if SHM.is_dir() else set()
+def framepipe_segments(pid: int | None = None) -> set[str]:
+    """framepipe's shared-memory segments now in /dev/shm (of one supervisor ``pid`` if given)."""
+    pattern = f"fp_{pid}_*" if pid is not None else "fp_*"
+    return {p.name for p in SHM.glob(pattern)} if SHM.is_dir() else set()
 
 
 def framepipe_cmd(*args: str) -> list[str]:
