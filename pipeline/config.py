@@ -72,6 +72,8 @@ class EncodeConfig(StageConfig):
     threads: int = _opt(0, lo=0, hi=64)  # encoder threads; 0: automatic
     thread_type: str = _opt("FRAME", choices=("FRAME", "SLICE", "AUTO"))  # how the encoder splits work
     gop_seconds: float = _opt(1.0, lo=0.1, hi=10)  # keyframe interval; a crash loses at most this much
+    overload: str = _opt("drop", choices=("drop", "shed"))  # encoder behind: ring absorbs, then capture drops;
+    # or shed: past half a ring, encode every other frame as a repeat (even loss, low latency)
 
 
 @dataclass(frozen=True)

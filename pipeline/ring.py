@@ -2,16 +2,16 @@
 
 Layout of the segment::
 
-    [control: 64 B]  magic, slots, width, height, stride, released
+    [control: 64 B]  magic, slots, width, height, stride, released, written
     [slot 0: header 64 B | pixels (height x stride, 64 B aligned)]
     [slot 1: ...]
 
 The capture process writes pixels into a slot once and publishes it with a
 ``Frame`` message (a pipe write, which is a syscall and so a memory barrier).
 The encoder reads the slot in place and, when done, advances ``released``:
-a counter only the reader writes. Slots are used and released strictly in
-order, so the writer may take slot ``written % slots`` while
-``written - released < slots``.
+a counter only the reader writes (``written`` only the writer writes). Slots
+are used and released strictly in order, so the writer may take slot
+``written % slots`` while ``written - released < slots``.
 
 Lifetimes: numpy views into the segment must be dropped before ``close()``;
 ``close()`` refuses (BufferError) while any still exist.
@@ -28,11 +28,11 @@ from multiprocessing import shared_memory
 import numpy as np
 
 MAGIC = 0x46505247  # "FPRG"
-CONTROL = struct.Struct("<IIIIIxxxxQ")  # magic, slots, width, height, stride, pad, released
+CONTROL = struct.Struct("<IIIIIxxxxQQ")  # magic, slots, width, height, stride, pad, released, written
 CONTROL_BYTES = 64
 HEADER = struct.Struct("<QqIIIII")  # seq, capture_ns, width, height, stride, pixfmt, flags
 HEADER_BYTES = 64
-RELEASED_OFFSET = CONTROL.size - 8
+COUNTERS_OFFSET = CONTROL.size - 16  # released (only the reader writes it), written (only the writer)
 
 FLAG_DISCONT = 1  # frames were dropped just before this one
 PIXFMT_BGRA = 1
@@ -85,12 +85,11 @@ class Ring:
         assert shm.buf is not None
         self._buf: memoryview = shm.buf
         self.owner = owner
-        magic, self.slots, width, height, stride, _ = CONTROL.unpack_from(self._buf, 0)
+        magic, self.slots, width, height, stride, _, _ = CONTROL.unpack_from(self._buf, 0)
         if magic != MAGIC:
             raise ValueError(f"shared memory {shm.name} is not a framepipe ring")
         self.geometry = Geometry(width, height, stride)
-        self._released = np.frombuffer(self._buf, np.uint64, count=1, offset=RELEASED_OFFSET)
-        self.written = 0  # writer-side count of slots handed out
+        self._counters = np.frombuffer(self._buf, np.uint64, count=2, offset=COUNTERS_OFFSET)
         self._views: list[weakref.ref[np.ndarray]] = []
 
     @property
@@ -108,7 +107,7 @@ class Ring:
         pages = np.ndarray((shm.size,), np.uint8, buffer=buf)
         pages[::4096] = 0  # fault every page in now, not on the first lap of the capture
         del pages
-        CONTROL.pack_into(buf, 0, MAGIC, slots, geometry.width, geometry.height, geometry.stride, 0)
+        CONTROL.pack_into(buf, 0, MAGIC, slots, geometry.width, geometry.height, geometry.stride, 0, 0)
         return cls(shm, owner=True)
 
     @classmethod
@@ -119,16 +118,16 @@ class Ring:
     # --- writer side (capture process) ---------------------------------------
 
     def fill(self) -> int:
-        """Slots in use: written and not yet released."""
-        return self.written - int(self._released[0])
+        """Slots in use: handed to the writer and not yet released (either side may ask)."""
+        return int(self._counters[1]) - int(self._counters[0])
 
     def acquire(self) -> int | None:
-        """Take the next free slot index, or None when the ring is full."""
-        if self.written - int(self._released[0]) >= self.slots:
+        """Take the next free slot index, or None when the ring is full (writer only)."""
+        written = int(self._counters[1])
+        if written - int(self._counters[0]) >= self.slots:
             return None
-        slot = self.written % self.slots
-        self.written += 1
-        return slot
+        self._counters[1] = written + 1
+        return written % self.slots
 
     def write_header(self, slot: int, header: SlotHeader) -> None:
         HEADER.pack_into(
@@ -172,11 +171,11 @@ class Ring:
 
     @property
     def released(self) -> int:
-        return int(self._released[0])
+        return int(self._counters[0])
 
     def release(self, count: int = 1) -> None:
         """Give ``count`` slots back to the writer, oldest first."""
-        self._released[0] += np.uint64(count)
+        self._counters[0] += np.uint64(count)
 
     # --- lifetime --------------------------------------------------------------------
 
@@ -188,7 +187,7 @@ class Ring:
         alive = sum(ref() is not None for ref in self._views)
         if alive:
             raise BufferError(f"{alive} pixel view(s) of ring {self.name} still alive: drop them first")
-        self._released = None  # type: ignore[assignment]
+        self._counters = None  # type: ignore[assignment]
         self._shm.close()
         if self.owner:
             with contextlib.suppress(FileNotFoundError):

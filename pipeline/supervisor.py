@@ -33,6 +33,8 @@ START_LEAD_NS = 100_000_000  # base time lies this far after the go, so every st
 READY_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 15.0  # after Stop: how long the stages may drain before a fast stop
 KILL_TIMEOUT_S = 5.0  # after a fast stop: how long before stages are killed
+SAMPLE_INTERVAL_NS = 500_000_000  # how often stage memory and CPU are sampled
+PUMP_S = 0.25  # longest wait for a message before the supervisor looks at the clock again
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class Supervisor:
         self.outcome = Outcome()
         self.signals = 0
         self.rings: list[Ring] = []
+        self._sampled_ns = 0
 
     # --- the whole run ----------------------------------------------------------------
 
@@ -201,7 +204,7 @@ class Supervisor:
         stopping_since: int | None = None
         fast_since: int | None = None
         while any(r.exitcode is None for r in self.outcome.stages.values()):
-            self._pump(0.1)
+            self._pump(PUMP_S)
             now = now_ns()
             due = (stop_at is not None and now >= stop_at) or self.signals > 0 or self._source_failed()
             if due and stopping_since is None:
@@ -243,14 +246,21 @@ class Supervisor:
                 self._receive(records[ready])
             elif ready in sentinels:
                 self._exited(sentinels[ready])
-        for record in self.outcome.stages.values():
-            if record.exitcode is None:
-                record.peak_private_mb = max(record.peak_private_mb, private_rss_mb(record.process.pid))
-                try:
-                    cpu = psutil.Process(record.process.pid).cpu_times()
-                    record.cpu_s = max(record.cpu_s, cpu.user + cpu.system)
-                except psutil.Error:
-                    pass
+        now = now_ns()
+        if now - self._sampled_ns >= SAMPLE_INTERVAL_NS:
+            self._sampled_ns = now
+            for record in self.outcome.stages.values():
+                if record.exitcode is None:
+                    self._sample(record)
+
+    def _sample(self, record: StageRecord) -> None:
+        """Peak private memory and CPU so far of a live stage (a stage killed -9 reports nothing itself)."""
+        record.peak_private_mb = max(record.peak_private_mb, private_rss_mb(record.process.pid))
+        try:
+            cpu = psutil.Process(record.process.pid).cpu_times()
+            record.cpu_s = max(record.cpu_s, cpu.user + cpu.system)
+        except psutil.Error:
+            pass
 
     def _receive(self, record: StageRecord) -> None:
         try:

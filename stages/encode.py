@@ -10,6 +10,8 @@ constant-frame-rate repeat re-encodes it. MKV is the default container;
 from __future__ import annotations
 
 import contextlib
+import errno
+import shutil
 from fractions import Fraction
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -34,6 +36,39 @@ CONTAINERS: dict[str, tuple[str, dict[str, str]]] = {
 FALLBACK_ENCODER = "libx264"
 LATENCY_BIN_NS = 250_000  # capture-to-packet latency histogram: 0.25 ms bins ...
 LATENCY_BINS = 20_000  # ... up to 5 s
+
+
+SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
+SHED_LOW = 0.2  # ... and stop once it has drained to this
+LOW_SPACE_BYTES = 1 << 30  # warn when the output's disk has less than this left ...
+LOW_SPACE_SECONDS = 120  # ... or less than this many seconds at the current rate
+
+
+class DiskFull(Exception):
+    """The output's file system is full; the message says what is kept."""
+
+
+class DiskWatch:
+    """Warns once when the output's disk runs low (encoder process; checked about once a second)."""
+
+    def __init__(self, path: str, warn: Any) -> None:
+        self.folder = str(Path(path).resolve().parent)
+        self.warn = warn
+        self.warned = False
+        self.next_check = 0
+        self.started = now_ns()
+
+    def check(self, written: int) -> None:
+        now = now_ns()
+        if self.warned or now < self.next_check:
+            return
+        self.next_check = now + 1_000_000_000
+        free = shutil.disk_usage(self.folder).free
+        rate = written / max(1e-9, (now - self.started) / 1e9)
+        if free < LOW_SPACE_BYTES or free < rate * LOW_SPACE_SECONDS:
+            left = free / rate if rate > 0 else float("inf")
+            self.warn(f"low disk space: {free / 2**20:.0f} MiB left in {self.folder} (about {left:.0f} s at this rate)")
+            self.warned = True
 
 
 def hist_percentile(hist: np.ndarray, q: float) -> float | None:
@@ -92,6 +127,7 @@ class Encoder(Stage):
 
     def open(self) -> dict[str, Any]:
         import av
+        from av.video.reformatter import VideoReformatter
 
         config: EncodeConfig = self.ctx.config
         extra = self.ctx.extra
@@ -121,13 +157,17 @@ class Encoder(Stage):
         self.frames = [
             av.VideoFrame.from_numpy_buffer(self.ring.pixels(i), format="bgra") for i in range(self.ring.slots)
         ]
-        for frame in self.frames:
-            frame.time_base = self.time_base
-        self.held: int | None = None
+        self.reformatter = VideoReformatter()  # one cached scaler, one thread: least CPU per frame
+        self.last: Any = None  # the last frame converted to the codec's format: repeats re-encode it
+        self.overload = config.overload
+        self.shedding = False
         self.capture_of_pts: dict[int, int] = {}
         self.latency_hist = np.zeros(LATENCY_BINS, np.int64)  # bounded memory for hours of recording
         self.base_time = 0
-        self.counts = {"encoded": 0, "repeated": 0, "held_skips": 0, "packets": 0, "bytes": 0, "seq_mismatch": 0}
+        self.counts = {
+            "encoded": 0, "repeated": 0, "held_skips": 0, "shed": 0, "packets": 0, "bytes": 0, "seq_mismatch": 0,
+        }  # fmt: skip
+        self.space = DiskWatch(extra["output"], self.ctx.warn)
         info.update({"encoder": config.encoder, "container": fmt})
         return info
 
@@ -140,7 +180,8 @@ class Encoder(Stage):
             if self.ctx.control in ready:
                 try:
                     if isinstance(msg.decode(self.ctx.control.recv_bytes()), msg.Stop):
-                        break  # a fast stop: close the file with what is encoded
+                        self.finish(flush=False)  # a fast stop: close the file with what is encoded
+                        return
                 except (EOFError, OSError):
                     watch.remove(self.ctx.control)  # supervisor gone: keep draining to end of stream
             if source not in ready:
@@ -159,30 +200,50 @@ class Encoder(Stage):
 
     def handle(self, message: msg.Message) -> None:
         """Apply one instruction from the timestamper."""
-        if isinstance(message, (msg.Encode, msg.Hold)):
-            self._hold(message.slot, message.seq)
         if isinstance(message, msg.Encode):
+            if self._shed():
+                self._release(message.slot, message.seq)
+                self.counts["shed"] += 1
+                self._encode(message.pts)  # the previous picture again: cheap, and the timeline stays whole
+                return
             self.capture_of_pts[message.pts] = message.capture_ns
+            frame = self.frames[message.slot]
+            try:
+                self.last = self.reformatter.reformat(frame, frame.width, frame.height, "yuv420p", threads=1)
+            except TypeError:  # a PyAV without the threads argument
+                self.last = self.reformatter.reformat(frame, frame.width, frame.height, "yuv420p")
+            self._release(message.slot, message.seq)  # converted: the slot can go back to capture now
             self._encode(message.pts)
             self.counts["encoded"] += 1
-        elif isinstance(message, msg.Repeat) and self.held is not None:
+        elif isinstance(message, msg.Repeat):
             self._encode(message.pts)
             self.counts["repeated"] += 1
         elif isinstance(message, msg.Hold):
+            self._release(message.slot, message.seq)
             self.counts["held_skips"] += 1
 
-    def _hold(self, slot: int, seq: int) -> None:
-        if self.held is not None:
-            self.ring.release()
-        self.held = slot
+    def _shed(self) -> bool:
+        """Under the "shed" policy, whether to skip converting this frame (the ring is filling up)."""
+        if self.overload != "shed" or self.last is None:
+            return False
+        fill = self.ring.fill()
+        if fill >= self.ring.slots * SHED_HIGH:
+            self.shedding = True
+        elif fill <= self.ring.slots * SHED_LOW:
+            self.shedding = False
+        return self.shedding and self.counts["encoded"] % 2 == 1
+
+    def _release(self, slot: int, seq: int) -> None:
         if self.ring.header(slot).seq != seq:  # the writer overran this slot: a bug, never silent
             self.counts["seq_mismatch"] += 1
+        self.ring.release()
 
     def _encode(self, pts: int) -> None:
-        assert self.held is not None
-        frame = self.frames[self.held]
-        frame.pts = pts
-        self._mux(self.stream.encode(frame))
+        if self.last is None:
+            return
+        self.last.pts = pts
+        self.last.time_base = self.time_base
+        self._mux(self.stream.encode(self.last))
 
     def _mux(self, packets: list[Any]) -> None:
         now = now_ns() - self.base_time
@@ -192,16 +253,20 @@ class Encoder(Stage):
                 self.latency_hist[min(LATENCY_BINS - 1, max(0, (now - captured) // LATENCY_BIN_NS))] += 1
             self.counts["packets"] += 1
             self.counts["bytes"] += packet.size
-        self.container.mux(packets)
+        try:
+            self.container.mux(packets)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFull(f"the disk is full: {self.ctx.extra['output']} keeps what was written so far") from None
+            raise
+        self.space.check(self.counts["bytes"])
 
-    def finish(self) -> None:
-        """Flush the encoder and close the container (the file is complete after this)."""
-        if self.held is not None:
-            self.ring.release()
-            self.held = None
-        self._mux(self.stream.encode(None))
+    def finish(self, flush: bool = True) -> None:
+        """Flush the encoder (unless stopping fast) and close the container: the file is complete after this."""
+        if flush:
+            self._mux(self.stream.encode(None))
         self.container.close()
-        del self.container
+        self.container = None
 
     def stats(self) -> dict[str, Any]:
         if not hasattr(self, "counts"):
@@ -219,6 +284,7 @@ class Encoder(Stage):
                 container.close()
             self.container = None
         self.frames = []
+        self.last = None
         self.stream = None
         if hasattr(self, "ring"):
             self.ring.close()
