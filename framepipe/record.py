@@ -155,6 +155,7 @@ def stats_of(
     dropped = {
         "ring_full": screen.get("dropped_ring_full", 0),
         "capture_late": screen.get("dropped_late", 0),
+        "encoder_shed": enc.get("shed", 0),
     }
     return {
         "output": job.output,
@@ -206,7 +207,8 @@ def summary(stats: dict[str, Any]) -> str:
         f"framepipe: wrote {stats['output']}: {f['written']} frames in {stats['recorded_s']:.1f} s "
         f"at {stats['fps']:g} fps",
         f"  dropped {f['dropped']} (ring full {f['dropped_by_reason']['ring_full']}, "
-        f"late {f['dropped_by_reason']['capture_late']}), repeats {f['repeats']}, skips {f['skips']}, "
+        f"late {f['dropped_by_reason']['capture_late']}, shed {f['dropped_by_reason']['encoder_shed']}), "
+        f"repeats {f['repeats']}, skips {f['skips']}, "
         f"ring peak {stats['ring']['peak_fill']}/{stats['ring']['slots']}",
         f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms; "
         f"CPU {cpu / secs:.2f} cores",

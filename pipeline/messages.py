@@ -123,10 +123,15 @@ class Hold:
 
 @dataclass(frozen=True)
 class EndOfStream:
-    """No more data on this path; downstream drains and finishes."""
+    """No more data on this path; downstream drains and finishes.
+
+    ``end_ns``: running time the stream covers up to (a source's last tick), so
+    a constant frame rate timeline ends where capture ended, even after drops.
+    """
 
     TAG: ClassVar[int] = 30
     stage: str
+    end_ns: int = 0
 
 
 Message = Start | Stop | State | Stats | Warning | Error | Frame | Encode | Repeat | Hold | EndOfStream

@@ -26,6 +26,7 @@ import psutil
 from pipeline import messages as msg
 from pipeline.clock import now_ns
 from pipeline.config import StageConfig
+from pipeline.errors import FramepipeError
 
 STATS_INTERVAL_NS = 500_000_000
 
@@ -51,7 +52,11 @@ class StageContext:
         self.report(msg.Warning(self.name, text))
 
     def send(self, downstream: str, message: msg.Message) -> None:
-        self.outputs[downstream].send_bytes(msg.encode(message))
+        """Send on a data path; a stage that has gone raises DownstreamGone."""
+        try:
+            self.outputs[downstream].send_bytes(msg.encode(message))
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise DownstreamGone(downstream) from exc
 
     def stats_due(self) -> bool:
         """True about twice a second: time to send periodic stats."""
@@ -60,6 +65,10 @@ class StageContext:
             self._last_stats = now
             return True
         return False
+
+
+class DownstreamGone(Exception):
+    """The next stage has ended (its failure is reported by itself or the supervisor): stop quietly."""
 
 
 class Stage:
@@ -145,7 +154,11 @@ def run_stage(stage_cls: type[Stage], ctx: StageContext) -> None:
         if base_time is not None:
             ctx.report(msg.State(ctx.name, "running", {}))
             stage.run(base_time)
-    except Exception as exc:
+    except DownstreamGone as exc:
+        ctx.warn(f"stopped: {exc} has ended")
+    except FramepipeError as exc:
+        ctx.report(msg.Error(ctx.name, str(exc), fatal=True))
+    except Exception as exc:  # reported, never silent
         detail = "".join(traceback.format_exception_only(exc)).strip()
         ctx.report(msg.Error(ctx.name, detail, fatal=True))
         if os.environ.get("FRAMEPIPE_DEBUG"):

@@ -22,7 +22,7 @@ import numpy as np
 from pipeline import messages as msg
 from pipeline.clock import now_ns
 from pipeline.config import EncodeConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, FramepipeError
 from pipeline.ring import Ring
 from pipeline.stage import Stage
 from stages.timestamp import VFR_TIME_BASE
@@ -44,7 +44,7 @@ LOW_SPACE_BYTES = 1 << 30  # warn when the output's disk has less than this left
 LOW_SPACE_SECONDS = 120  # ... or less than this many seconds at the current rate
 
 
-class DiskFull(Exception):
+class DiskFull(FramepipeError):
     """The output's file system is full; the message says what is kept."""
 
 
@@ -66,8 +66,8 @@ class DiskWatch:
         free = shutil.disk_usage(self.folder).free
         rate = written / max(1e-9, (now - self.started) / 1e9)
         if free < LOW_SPACE_BYTES or free < rate * LOW_SPACE_SECONDS:
-            left = free / rate if rate > 0 else float("inf")
-            self.warn(f"low disk space: {free / 2**20:.0f} MiB left in {self.folder} (about {left:.0f} s at this rate)")
+            left = f" (about {free / rate:.0f} s at this rate)" if rate > 0 else ""
+            self.warn(f"low disk space: {free / 2**20:.0f} MiB left in {self.folder}{left}; free some space")
             self.warned = True
 
 

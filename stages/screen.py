@@ -157,7 +157,7 @@ class ScreenCapture(Stage):
             self.counts["recorded_ns"] = round(tick * period)
             if self.ctx.stats_due():
                 self.ctx.report(msg.Stats(self.name, self.stats()))
-        self.ctx.send("timestamp", msg.EndOfStream(self.name))
+        self.ctx.send("timestamp", msg.EndOfStream(self.name, round(tick * period)))
 
     def _stop_time(self, base_time: int) -> int:
         """When to stop, from a Stop message: now, or at the time it names (clock ns)."""

@@ -51,6 +51,15 @@ class Timeline:
         self.frames += 1
         return out
 
+    def finish(self, end_ns: int) -> list[msg.Message]:
+        """Repeats for the ticks after the last frame up to ``end_ns`` (frames dropped at the very end)."""
+        if self.mode == "vfr" or self.last_pts is None or not end_ns:
+            return []
+        end = math.ceil(end_ns / self.period_ns - 1e-9)  # ticks 0 .. end-1 belong to the stream
+        out: list[msg.Message] = [msg.Repeat(p) for p in range(self.last_pts + 1, end)]
+        self.repeats += len(out)
+        return out
+
     def _place_vfr(self, frame: msg.Frame) -> list[msg.Message]:
         """Variable frame rate: the capture time itself, kept strictly increasing."""
         pts = frame.capture_ns * VFR_TIME_BASE // NS_PER_S
@@ -88,6 +97,8 @@ class Timestamper(Stage):
                 self.ctx.warn("screen capture ended without end of stream; closing the video")
                 break
             if isinstance(message, msg.EndOfStream):
+                for out in self.timeline.finish(message.end_ns):
+                    self.ctx.send("encode", out)
                 break
             if isinstance(message, msg.Frame):
                 for out in self.timeline.place(message):

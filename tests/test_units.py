@@ -225,3 +225,9 @@ def test_generated_configs_load_or_fail_with_a_config_error(data: dict) -> None:
     else:
         assert 1 <= c.screen.fps <= 240 and 0 <= c.encode.crf <= 51
         assert c.timestamp.mode in ("cfr", "vfr") and np.isfinite(c.screen.ring_seconds)
+
+
+def test_timeline_end_of_stream_fills_ticks_dropped_at_the_end() -> None:
+    _, tl = place_all([0, 1, 2])
+    assert [m.pts for m in tl.finish(round(6 * P))] == [3, 4, 5]  # type: ignore[union-attr]
+    assert tl.finish(round(3 * P)) == [] and tl.repeats == 3

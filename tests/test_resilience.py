@@ -1,0 +1,117 @@
+"""What happens when the machine fails the recorder: full disks, overload, impatient people."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import framepipe_cmd, framepipe_segments
+
+from framepipe.testscreen import start_testscreen
+from framepipe.xvfb import VirtualScreen
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MiB tmpfs (needs root, as CI and the dev machines are)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def heavy_screen(virtual_screen: VirtualScreen, tmp_path: Path) -> Iterator[str]:
+    painter = start_testscreen(virtual_screen.display, 60, heavy=True, info_path=tmp_path / "heavy.json")
+    try:
+        yield virtual_screen.display
+    finally:
+        painter.terminate()
+        painter.wait(10)
+
+
+def frames_in(path: Path) -> int:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v", "-show_entries", "stream=nb_read_frames",
+         "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return int(done.stdout.strip().rstrip(",") or 0)
+
+
+def record(display: str, out: Path, *flags: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DISPLAY=display)
+    return subprocess.run(
+        framepipe_cmd("record", str(out), "--quiet", *flags), env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_disk_full_keeps_what_was_written(heavy_screen: str, small_disk: Path, tmp_path: Path) -> None:
+    out = small_disk / "o.mkv"
+    stats_path = tmp_path / "s.json"
+    done = record(heavy_screen, out, "--duration", "30", "--crf", "0", "--stats-json", str(stats_path))
+    assert done.returncode == 1, done.stderr
+    assert "error in encode: the disk is full: " in done.stderr and "keeps what was written so far" in done.stderr
+    assert "low disk space" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert frames_in(out) > 0  # decodes up to where the disk ran out
+    stats = json.loads(stats_path.read_text())
+    assert stats["errors"] and stats["stages"]["screen"]["exitcode"] == 0  # capture ended cleanly, not killed
+    assert not any(name.endswith("_video") for name in framepipe_segments())
+
+
+def overload_config(tmp_path: Path, policy: str) -> Path:
+    conf = tmp_path / f"{policy}.toml"
+    conf.write_text(f'[screen]\nring_seconds = 0.1\n[encode]\npreset = "veryfast"\noverload = "{policy}"\n')
+    return conf
+
+
+@pytest.mark.parametrize("policy", ["drop", "shed"])
+def test_overload_is_counted_and_the_timeline_stays_whole(
+    heavy_screen: str, tmp_path: Path, policy: str
+) -> None:
+    out, stats_path = tmp_path / "o.mkv", tmp_path / "s.json"
+    done = record(heavy_screen, out, "--duration", "3", "--config", str(overload_config(tmp_path, policy)),
+                  "--stats-json", str(stats_path))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(stats_path.read_text())
+    f = stats["frames"]
+    reason = "ring_full" if policy == "drop" else "encoder_shed"
+    assert f["dropped_by_reason"][reason] > 0, f  # the slow preset cannot keep up: losses are counted, by cause
+    assert f["dropped"] == sum(f["dropped_by_reason"].values())
+    assert abs(frames_in(out) - 180) <= 2  # constant frame rate: the timeline has every tick, losses repeat
+    assert stats["ring"]["peak_fill"] <= stats["ring"]["slots"] == 6  # memory is bounded by the ring
+    assert stats["errors"] == []
+
+
+def test_second_interrupt_stops_fast_and_keeps_a_playable_file(virtual_screen: VirtualScreen, tmp_path: Path) -> None:
+    out, stats_path = tmp_path / "o.mkv", tmp_path / "s.json"
+    conf = tmp_path / "slow.toml"
+    conf.write_text('[encode]\npreset = "veryslow"\n')  # lookahead and a full ring: a long drain
+    env = dict(os.environ, DISPLAY=virtual_screen.display)
+    proc = subprocess.Popen(
+        framepipe_cmd("record", str(out), "--quiet", "--config", str(conf), "--stats-json", str(stats_path)),
+        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    time.sleep(5)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    stats = json.loads(stats_path.read_text())
+    assert stats["fast_stop"] is True
+    assert frames_in(out) > 0
+    assert "Traceback" not in err
+    assert framepipe_segments(proc.pid) == set()
