@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,17 @@ class Frame:
     time: float  # pts in seconds
     code: int | None  # code read (n mod 65536), None if unreadable
     state: int | None = None  # code unwrapped across 65536 wraps, None if unreadable
+
+
+def count_frames(path: str | Path) -> int:
+    """Video frames that decode from ``path``, counted by ffprobe (an independent reader)."""
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+         "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    text = done.stdout.strip().rstrip(",")
+    return int(text) if text.isdigit() else 0
 
 
 def read_code(luma: np.ndarray) -> int | None:

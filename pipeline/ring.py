@@ -104,9 +104,6 @@ class Ring:
         shm = shared_memory.SharedMemory(name=name, create=True, size=ring_bytes(geometry, slots))
         buf = shm.buf
         assert buf is not None
-        pages = np.ndarray((shm.size,), np.uint8, buffer=buf)
-        pages[::4096] = 0  # fault every page in now, not on the first lap of the capture
-        del pages
         CONTROL.pack_into(buf, 0, MAGIC, slots, geometry.width, geometry.height, geometry.stride, 0, 0)
         return cls(shm, owner=True)
 
@@ -114,6 +111,12 @@ class Ring:
     def attach(cls, name: str) -> Ring:
         """Attach to an existing ring (stage processes)."""
         return cls(shared_memory.SharedMemory(name=name), owner=False)
+
+    def prefault(self) -> None:
+        """Touch every page now (supervisor, while the stages start), not on the capture's first lap."""
+        pages = np.frombuffer(self._buf, np.uint8)
+        pages[CONTROL_BYTES::4096] = 0  # slot memory only: the counters may already be in use
+        del pages
 
     # --- writer side (capture process) ---------------------------------------
 

@@ -29,6 +29,7 @@ from pipeline.config import StageConfig
 from pipeline.errors import FramepipeError
 
 STATS_INTERVAL_NS = 500_000_000
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # what a terminal or a service manager sends
 
 
 @dataclass
@@ -143,8 +144,9 @@ def wait_start(ctx: StageContext) -> int | None:
 def run_stage(stage_cls: type[Stage], ctx: StageContext) -> None:
     """Entry point of a stage process (spawned by the supervisor)."""
     set_process_name(f"fp-{ctx.name}")
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in GROUP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)  # signals to the whole group: the supervisor decides, we drain
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)  # blocked since the spawn; pending ones are dropped
     for text in apply_placement(ctx.config):
         ctx.warn(text)
     stage = stage_cls(ctx)

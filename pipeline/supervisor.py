@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pipeline.clock import NS_PER_S, now_ns
 from pipeline.errors import StageError
 from pipeline.ring import Geometry, Ring, ring_bytes
 from pipeline.shm import check_free, segment_name, sweep_stale
-from pipeline.stage import Stage, StageContext, run_stage, set_process_name
+from pipeline.stage import GROUP_SIGNALS, Stage, StageContext, run_stage, set_process_name
 
 START_LEAD_NS = 100_000_000  # base time lies this far after the go, so every stage starts on time
 READY_TIMEOUT_S = 30.0
@@ -124,6 +125,7 @@ class Supervisor:
         self.signals = 0
         self.rings: list[Ring] = []
         self._sampled_ns = 0
+        self._wake: socket.socket | None = None
 
     # --- the whole run ----------------------------------------------------------------
 
@@ -135,10 +137,17 @@ class Supervisor:
         needed = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
         check_free(needed)
         self.outcome.shm_bytes = needed
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        previous = {s: signal.signal(s, self._on_signal) for s in GROUP_SIGNALS}
+        wake_r, wake_w = socket.socketpair()  # a signal wakes the message loop at once
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        previous_wakeup = signal.set_wakeup_fd(wake_w.fileno())
+        self._wake = wake_r
         try:
             extra = {r.key: self._create_ring(r) for r in self.ring_specs}
             self._spawn(extra)
+            for ring in self.rings:
+                ring.prefault()
             self._wait_ready()
             base = -(-(now_ns() + START_LEAD_NS) // self.grid_ns) * self.grid_ns
             self.outcome.base_time = base
@@ -150,6 +159,9 @@ class Supervisor:
             self._watch(base)
         finally:
             self._shutdown()
+            signal.set_wakeup_fd(previous_wakeup)
+            wake_r.close()
+            wake_w.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return self.outcome
@@ -179,7 +191,13 @@ class Supervisor:
                 extra={**spec.extra, **{key: ring_names[ring] for key, ring in spec.rings.items()}},
             )
             process = ctx.Process(target=run_stage, args=(spec.cls, sctx), name=f"fp-{spec.name}", daemon=False)
-            process.start()
+            # The child starts with group signals blocked (the mask survives exec) until run_stage ignores
+            # them: a Ctrl+C while it imports must not kill it. Ours stay pending, then arrive.
+            signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+            try:
+                process.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
             child.close()
             self.outcome.stages[spec.name] = StageRecord(spec, process, parent)
         for reader, writer in pipes.values():  # only the stages hold data pipes: EOF means a stage ended
@@ -241,8 +259,12 @@ class Supervisor:
         """Handle every control message and process exit that arrives within ``timeout``."""
         records = {r.control: r for r in self.outcome.stages.values() if not r.control.closed}
         sentinels = {r.process.sentinel: r for r in self.outcome.stages.values() if r.exitcode is None}
-        for ready in wait([*records, *sentinels], timeout):
-            if ready in records:
+        wake = [self._wake] if self._wake is not None else []
+        for ready in wait([*records, *sentinels, *wake], timeout):
+            if ready is self._wake:
+                with contextlib.suppress(OSError):
+                    self._wake.recv(64)  # the signal handler already counted it
+            elif ready in records:
                 self._receive(records[ready])
             elif ready in sentinels:
                 self._exited(sentinels[ready])

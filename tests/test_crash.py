@@ -12,6 +12,7 @@ import psutil
 import pytest
 from conftest import framepipe_cmd, framepipe_segments, run_framepipe
 
+from framepipe.judge import count_frames
 from framepipe.xvfb import VirtualScreen
 
 
@@ -36,14 +37,16 @@ def stage_pid(supervisor: int, comm: str, wait_s: float = 20) -> int:
     raise AssertionError(f"no {comm} process")
 
 
+def wait_recording(out: Path, wait_s: float = 30) -> None:
+    """Return once the encoder has written its first packets (start-up is slow on a loaded machine)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 64 * 1024):
+        time.sleep(0.05)
+
+
 def seconds_in(path: Path) -> float:
     """Duration of the video that decodes, by counting frames (the container's own header may be unfinished)."""
-    done = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-count_frames", "-show_entries",
-         "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return int(done.stdout.strip().rstrip(",") or 0) / 60
+    return count_frames(path) / 60
 
 
 def decode_errors(path: Path) -> list[str]:
@@ -57,6 +60,7 @@ def test_kill_9_of_a_stage_keeps_the_file(virtual_screen: VirtualScreen, tmp_pat
     out = tmp_path / f"k.{ext}"
     proc = start(virtual_screen.display, out, "--duration", "30")
     pid = stage_pid(proc.pid, victim)
+    wait_recording(out)
     time.sleep(5)
     os.kill(pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
@@ -73,6 +77,7 @@ def test_kill_9_of_the_supervisor_leaves_a_closed_file(virtual_screen: VirtualSc
     out = tmp_path / "s.mkv"
     proc = start(virtual_screen.display, out, "--duration", "30")
     stages = [stage_pid(proc.pid, name) for name in ("fp-screen", "fp-timestamp", "fp-encode")]
+    wait_recording(out)
     time.sleep(5)
     proc.kill()
     proc.wait(10)
