@@ -19,6 +19,16 @@ def list_monitors() -> list[dict[str, int]]:
         raise SetupError(f"cannot open the display ({exc}): set DISPLAY, or run under Xvfb") from None
 
 
+def list_audio() -> dict[str, Any]:
+    """Audio inputs, listed by a short-lived audio process (this one never loads PortAudio)."""
+    from stages.audiodev import probe_inputs
+
+    try:
+        return probe_inputs()
+    except SetupError as exc:
+        return {"inputs": [], "pulse_sources": [], "error": str(exc)}
+
+
 def list_devices() -> dict[str, Any]:
     """Everything `framepipe devices` shows."""
-    return {"monitors": list_monitors()}
+    return {"monitors": list_monitors(), "audio": list_audio()}

@@ -122,6 +122,31 @@ class Hold:
 
 
 @dataclass(frozen=True)
+class AudioTracks:
+    """The audio tracks to come, sent once before any block (audio capture -> encoder); empty: none."""
+
+    TAG: ClassVar[int] = 24
+    names: list[str]  # one per source, then "mix" if asked for
+    rate: int  # samples per second of every track
+    channels: int
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    """``frames`` samples of ``track`` sit in audio ring ``slot``, from sample ``pts`` of the track's timeline.
+
+    Sample ``pts`` belongs to running time ``pts / rate``; the encoder releases the slot once encoded.
+    """
+
+    TAG: ClassVar[int] = 25
+    track: int
+    slot: int
+    seq: int
+    pts: int
+    frames: int
+
+
+@dataclass(frozen=True)
 class EndOfStream:
     """No more data on this path; downstream drains and finishes.
 
@@ -134,11 +159,13 @@ class EndOfStream:
     end_ns: int = 0
 
 
-Message = Start | Stop | State | Stats | Warning | Error | Frame | Encode | Repeat | Hold | EndOfStream
+Message = (
+    Start | Stop | State | Stats | Warning | Error | Frame | Encode | Repeat | Hold | AudioTracks | AudioBlock
+    | EndOfStream
+)  # fmt: skip
 
-_TYPES: dict[int, type] = {
-    cls.TAG: cls for cls in (Start, Stop, State, Stats, Warning, Error, Frame, Encode, Repeat, Hold, EndOfStream)
-}
+_KINDS = (Start, Stop, State, Stats, Warning, Error, Frame, Encode, Repeat, Hold, AudioTracks, AudioBlock, EndOfStream)
+_TYPES: dict[int, type] = {cls.TAG: cls for cls in _KINDS}
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _TYPES.values()}
 
 

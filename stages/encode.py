@@ -4,7 +4,10 @@ Each slot is wrapped once as a PyAV frame (``from_numpy_buffer``, no copy);
 the codec converts BGRA to its pixel format itself (one cached scaler). The
 held frame stays untouched until the next instruction replaces it, so a
 constant-frame-rate repeat re-encodes it. MKV is the default container;
-``.mp4`` is written fragmented, so a crash leaves a playable file.
+``.mp4`` is written fragmented, so a crash leaves a playable file. Audio
+blocks, when the plan has an audio stage, come on a second input and go to
+their own streams in the same file (``stages.audioenc``); the file is closed
+once both paths ended.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pipeline.config import EncodeConfig
 from pipeline.errors import ConfigError, FramepipeError
 from pipeline.ring import Ring
 from pipeline.stage import Stage
+from stages.audioenc import AudioEncoder
 from stages.timestamp import VFR_TIME_BASE
 
 #: Containers by file extension: (libav format name, muxer options).
@@ -168,14 +172,18 @@ class Encoder(Stage):
             "encoded": 0, "repeated": 0, "held_skips": 0, "shed": 0, "packets": 0, "bytes": 0, "seq_mismatch": 0,
         }  # fmt: skip
         self.space = DiskWatch(extra["output"], self.ctx.warn)
+        self.audio: AudioEncoder | None = None  # added in run(), once the audio stage named its tracks
         info.update({"encoder": config.encoder, "container": fmt})
         return info
 
     def run(self, base_time: int) -> None:
         self.base_time = base_time
-        source = self.ctx.inputs["timestamp"]
-        watch = [source, self.ctx.control]
-        while True:
+        paths = {self.ctx.inputs["timestamp"]: "timestamp"}  # data inputs still open, by upstream name
+        audio = self.ctx.inputs.get("audio")
+        if audio is not None and self._open_audio(audio):
+            paths[audio] = "audio"
+        watch = [*paths, self.ctx.control]
+        while paths:
             ready = wait(watch)
             if self.ctx.control in ready:
                 try:
@@ -184,19 +192,35 @@ class Encoder(Stage):
                         return
                 except (EOFError, OSError):
                     watch.remove(self.ctx.control)  # supervisor gone: keep draining to end of stream
-            if source not in ready:
-                continue
-            try:
-                message = msg.decode(source.recv_bytes())
-            except (EOFError, OSError):
-                self.ctx.warn("the timestamper ended without end of stream; closing the file")
-                break
-            if isinstance(message, msg.EndOfStream):
-                break
-            self.handle(message)
+            for source in [c for c in ready if c in paths]:
+                try:
+                    message = msg.decode(source.recv_bytes())
+                except (EOFError, OSError):
+                    self.ctx.warn(f"{paths[source]} ended without end of stream; closing its part of the file")
+                    message = msg.EndOfStream(paths[source])
+                if isinstance(message, msg.EndOfStream):
+                    del paths[source]
+                    watch.remove(source)
+                elif isinstance(message, msg.AudioBlock) and self.audio is not None:
+                    self._write(self.audio.encode(message))
+                else:
+                    self.handle(message)
             if self.ctx.stats_due():
                 self.ctx.report(msg.Stats(self.name, self.stats()))
         self.finish()
+
+    def _open_audio(self, source: Any) -> bool:
+        """Add the audio streams the audio stage names in its first message (before any packet is muxed)."""
+        try:
+            message = msg.decode(source.recv_bytes())  # sent before the audio stage was ready: here already
+        except (EOFError, OSError):
+            return False
+        if not isinstance(message, msg.AudioTracks) or not message.names:
+            return False  # no audio after all (no default input): video only
+        extra = self.ctx.extra
+        ring = Ring.attach(extra["audio_ring"])
+        self.audio = AudioEncoder(self.container, ring, message, extra["audio_codec"], extra["audio_bitrate_kbps"])
+        return True
 
     def handle(self, message: msg.Message) -> None:
         """Apply one instruction from the timestamper."""
@@ -253,18 +277,24 @@ class Encoder(Stage):
                 self.latency_hist[min(LATENCY_BINS - 1, max(0, (now - captured) // LATENCY_BIN_NS))] += 1
             self.counts["packets"] += 1
             self.counts["bytes"] += packet.size
+        self._write(packets)
+
+    def _write(self, packets: list[Any]) -> None:
+        """Mux packets of any stream; a full disk ends the recording with what is written."""
         try:
             self.container.mux(packets)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise DiskFull(f"the disk is full: {self.ctx.extra['output']} keeps what was written so far") from None
             raise
-        self.space.check(self.counts["bytes"])
+        self.space.check(self.counts["bytes"] + (self.audio.counts["bytes"] if self.audio else 0))
 
     def finish(self, flush: bool = True) -> None:
         """Flush the encoder (unless stopping fast) and close the container: the file is complete after this."""
         if flush:
             self._mux(self.stream.encode(None))
+            if self.audio is not None:
+                self._write(self.audio.flush())
         self.container.close()
         self.container = None
 
@@ -275,6 +305,7 @@ class Encoder(Stage):
             **self.counts,
             "latency_ms_p50": hist_percentile(self.latency_hist, 50),
             "latency_ms_p99": hist_percentile(self.latency_hist, 99),
+            **({"audio": self.audio.stats()} if self.audio is not None else {}),
         }
 
     def close(self) -> None:
@@ -286,5 +317,8 @@ class Encoder(Stage):
         self.frames = []
         self.last = None
         self.stream = None
+        audio, self.audio = getattr(self, "audio", None), None
+        if audio is not None:
+            audio.close()
         if hasattr(self, "ring"):
             self.ring.close()

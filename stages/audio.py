@@ -1,0 +1,334 @@
+"""Audio capture stage (process fp-audio): every source at once, on the pipeline clock, into the audio ring.
+
+Each source is one PortAudio input stream; its callback only copies the block and notes the clock
+and ``status.input_overflow``. The stage's loop places blocks on the output timeline
+(``SourceTimeline``: sample counts anchored to the pipeline clock, drift corrected) and, for every
+block of running time, writes one slot per track into the audio ring (the sources, then the mix)
+and tells the encoder with an ``AudioBlock``. A block waits for late devices at most
+``max_delay_ms``, then silence fills in. A source that stops (device unplugged, sink unloaded)
+becomes counted silence with a warning and is reopened every REOPEN_NS; the others and the video
+go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+from collections import deque
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from pipeline import messages as msg
+from pipeline.clock import NS_PER_S, now_ns, seconds
+from pipeline.config import AudioConfig
+from pipeline.errors import SetupError
+from pipeline.ring import FLAG_DISCONT, Ring, SlotHeader
+from pipeline.stage import Stage
+from stages.audiodev import DeviceChoice, NoDefaultInput, portaudio, quiet_stderr, resolve
+from stages.audiotime import OUT_RATE, Block, SourceTimeline
+
+PCM_F32P = 2  # slot pixfmt: planar float32 samples, one row per channel
+STALL_NS = NS_PER_S  # an open source silent this long is reported once ...
+FIRST_DATA_NS = 3 * NS_PER_S  # ... and a new stream this long (a PulseAudio monitor can take 2 s to start)
+REOPEN_NS = 2 * NS_PER_S  # a source that stopped is tried again this often
+READY_WAIT_NS = 3 * NS_PER_S  # open(): wait at most this long for every source's clock to settle
+LOOP_S = 0.01  # the loop looks at the sources this often
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration (PULSE_SOURCE is read when a stream connects)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+class Source:
+    """One audio input: its stream, the queue its callback fills, its timeline (fp-audio)."""
+
+    def __init__(self, choice: DeviceChoice, channels: int, sd: Any) -> None:
+        self.choice = choice
+        self.name = choice.source
+        self.sd = sd
+        self.channels = min(channels, choice.channels)
+        self.rate = float(OUT_RATE)
+        with quiet_stderr():
+            try:
+                sd.check_input_settings(choice.device, channels=self.channels, samplerate=OUT_RATE, dtype="float32")
+            except Exception:
+                self.rate = choice.rate  # the device cannot do 48 kHz: the timeline resamples
+        self.timeline = SourceTimeline(self.rate, channels)
+        self.queue: queue.SimpleQueue[Block | None] = queue.SimpleQueue()
+        self.stream: Any = None
+        self.last_data_ns = 0
+        self.last_try_ns = 0
+        self.stalled = False
+        self.latencies: deque[int] = deque(maxlen=256)
+        self.counts = {"stopped": 0, "rejoined": 0, "stalls": 0}
+
+    def open(self) -> None:
+        """Open and start the stream (PortAudioError if the device refuses)."""
+        self.last_try_ns = now_ns()
+        self.last_data_ns = self.last_try_ns + FIRST_DATA_NS - STALL_NS  # a new stream gets longer to start
+        with environment(self.choice.env), quiet_stderr():
+            stream = self.sd.InputStream(
+                device=self.choice.device, samplerate=self.rate, channels=self.channels, dtype="float32",
+                latency="high", callback=self._callback, finished_callback=self._finished,
+            )  # fmt: skip
+            stream.start()
+        self.stream = stream
+
+    def _callback(self, data: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        """PortAudio's thread: copy, stamp, queue; nothing more."""
+        arrival = now_ns()
+        adc, current = time_info.inputBufferAdcTime, time_info.currentTime
+        latency = round((current - adc) * 1e9) if adc > 0 and current > 0 and 0 < current - adc < 10 else -1
+        stamp = round(current * 1e9) if current > 0 else 0
+        self.queue.put(Block(data.copy(), arrival, stamp, latency, bool(status.input_overflow)))
+
+    def _finished(self) -> None:
+        self.queue.put(None)  # the stream ended: the device went away, or we closed it
+
+    def service(self, now: int, base_time: int) -> list[str]:
+        """Move queued blocks into the timeline; notice a stop or a stall; reopen. Returns warnings."""
+        ended = False
+        while True:
+            try:
+                block = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if block is None:
+                ended = True
+                continue
+            if self.stream is not None:
+                self.timeline.push(block)
+                self.last_data_ns = block.arrival_ns
+                if block.latency_ns > 0:
+                    self.latencies.append(block.latency_ns)
+        at = f"at {max(0.0, seconds(now - base_time)):.1f} s" if base_time else "before the start"
+        if self.stream is None:
+            return self._retry(now, at)
+        if ended or not self.stream.active:
+            self.close()
+            self.counts["stopped"] += 1
+            return [f"audio source {self.name!r} stopped {at} (device gone?): silence from here, "
+                    f"retrying every {REOPEN_NS // NS_PER_S} s"]  # fmt: skip
+        if now - self.last_data_ns > STALL_NS and not self.stalled:
+            self.stalled = True
+            self.counts["stalls"] += 1
+            return [f"audio source {self.name!r} delivers no samples {at}: silence until it does"]
+        if now - self.last_data_ns <= STALL_NS:
+            self.stalled = False
+        return []
+
+    def _retry(self, now: int, at: str) -> list[str]:
+        if now - self.last_try_ns < REOPEN_NS:
+            return []
+        self.last_try_ns = now
+        try:
+            self.timeline.restart()
+            self.open()
+        except Exception:
+            self.stream = None
+            return []
+        self.counts["rejoined"] += 1
+        return [f"audio source {self.name!r} is back {at}"]
+
+    @property
+    def live(self) -> bool:
+        """Open, and its clock is known: blocks wait for it (up to the delay limit)."""
+        return self.stream is not None and self.timeline.fit.ready and not self.stalled
+
+    def close(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with quiet_stderr(), contextlib.suppress(Exception):
+                stream.close()
+
+    def stats(self) -> dict[str, Any]:
+        lat = np.median(np.array(self.latencies)) / 1e6 if self.latencies else None
+        return {
+            "device": self.choice.label,
+            "rate": self.rate,
+            **self.timeline.stats(),
+            **self.counts,
+            "latency_ms": round(float(lat), 2) if lat is not None else None,
+        }
+
+
+class AudioCapture(Stage):
+    """Captures every configured source; writes one block per track per period to the audio ring."""
+
+    name = "audio"
+
+    def open(self) -> dict[str, Any]:
+        config: AudioConfig = self.ctx.config
+        self.ring = Ring.attach(self.ctx.extra["ring"])
+        g = self.ring.geometry
+        self.block, self.channels = g.width, g.height
+        self.views = [self.ring.pixels(i).view(np.float32)[..., 0] for i in range(self.ring.slots)]
+        self.sources: list[Source] = []
+        self.gains: list[float] = []
+        self.counts = {"blocks": 0, "dropped_ring_full": 0, "ring_peak": 0}
+        self.seq = 0  # blocks made, over every track: a gap in seq is a drop
+        self.flags = 0  # DISCONT after a drop
+        sd = portaudio()
+        for i, name in enumerate(config.sources):
+            try:
+                source = Source(resolve(name), self.channels, sd)
+            except NoDefaultInput:
+                alone = len(config.sources) == 1
+                self.ctx.warn("no default audio input: recording video only" if alone
+                              else "no default audio input: its track is left out")  # fmt: skip
+                continue
+            try:
+                source.open()
+            except Exception as exc:
+                raise SetupError(f"cannot open audio source {name!r} ({source.choice.label}): {exc}") from None
+            self.sources.append(source)
+            self.gains.append(config.gains[i] if config.gains else 1.0)
+        self.tracks = [s.name for s in self.sources] + (["mix"] if config.mix and self.sources else [])
+        self.ctx.send("encode", msg.AudioTracks(self.tracks, OUT_RATE, self.channels))
+        deadline = now_ns() + READY_WAIT_NS
+        while now_ns() < deadline and not all(s.timeline.fit.settled for s in self.sources):
+            self._service(now_ns(), 0)
+            self.ctx.control.poll(LOOP_S)
+        return {"tracks": self.tracks, "sources": {s.name: s.choice.label for s in self.sources}}
+
+    def run(self, base_time: int) -> None:
+        config: AudioConfig = self.ctx.config
+        max_delay = config.max_delay_ms * 1_000_000
+        for source in self.sources:
+            source.timeline.start(base_time)
+        end: int | None = None if self.tracks else 0  # output sample where every track ends
+        self.next = 0  # first sample of the next block
+        while end is None or self.next < end:
+            now = now_ns()
+            stop = self._stop_request(self.ctx.control, base_time, now)
+            if stop == "fast":
+                break
+            if isinstance(stop, int):
+                end = stop if end is None else min(end, stop)
+            self._service(now, base_time)
+            while end is None or self.next < end:
+                last = self.next + self.block if end is None else min(self.next + self.block, end)
+                due = base_time + last * NS_PER_S // OUT_RATE + max_delay
+                live = [s for s in self.sources if s.live]  # none live: blocks go out as their time passes
+                if now < due and not (live and all(s.timeline.ready(last) for s in live)):
+                    break
+                self._emit(last, base_time)
+            if self.ctx.stats_due():
+                self.ctx.report(msg.Stats(self.name, self.stats()))
+            self.ctx.control.poll(LOOP_S)
+        self.ctx.send("encode", msg.EndOfStream(self.name))
+
+    def _stop_request(self, control: Connection, base_time: int, now: int) -> int | str | None:
+        """A Stop message as the output sample to end at ("fast": at once), else None.
+
+        The end falls on a whole block (the codec frame), so the codec pads nothing: the track
+        ends within half a block of the video.
+        """
+        if not control.poll():
+            return None
+        try:
+            message = msg.decode(control.recv_bytes())
+        except (EOFError, OSError):
+            return "fast"  # the supervisor is gone
+        if not isinstance(message, msg.Stop):
+            return None
+        if message.fast:
+            return "fast"
+        at = message.at if message.at else max(0, now - base_time)
+        return max(self.next, round(at * OUT_RATE / NS_PER_S / self.block) * self.block)
+
+    def _service(self, now: int, base_time: int) -> None:
+        for source in self.sources:
+            for text in source.service(now, base_time):
+                self.ctx.warn(text)
+
+    def _emit(self, last: int, base_time: int) -> None:
+        """One block of every track: the sources, then the mix."""
+        first = self.next
+        blocks = [s.timeline.produce(last) for s in self.sources]
+        if len(self.tracks) > len(self.sources):
+            mix = sum(g * b for g, b in zip(self.gains, blocks, strict=True))
+            blocks.append(np.clip(mix, -1.0, 1.0))
+        for track, data in enumerate(blocks):
+            self._publish(track, first, data, base_time)
+        self.next = last
+        self.counts["blocks"] += 1
+
+    def _publish(self, track: int, first: int, data: np.ndarray, base_time: int) -> None:
+        """Write one track's block into a slot and announce it; a full ring drops it (counted)."""
+        seq, self.seq = self.seq, self.seq + 1
+        slot = self.ring.acquire()
+        if slot is None:
+            self.counts["dropped_ring_full"] += 1
+            self.flags = FLAG_DISCONT
+            return
+        frames = data.shape[1]
+        self.views[slot][:, :frames] = data
+        g = self.ring.geometry
+        running = first * NS_PER_S // OUT_RATE
+        self.ring.write_header(slot, SlotHeader(seq, running, frames, g.height, g.stride, PCM_F32P, self.flags))
+        self.flags = 0
+        self.ctx.send("encode", msg.AudioBlock(track, slot, seq, first, frames))
+        self.counts["ring_peak"] = max(self.counts["ring_peak"], self.ring.fill())
+
+    def stats(self) -> dict[str, Any]:
+        if not hasattr(self, "counts"):
+            return {}
+        return {
+            **self.counts,
+            "tracks": self.tracks,
+            "rate": OUT_RATE,
+            "recorded_s": round(getattr(self, "next", 0) / OUT_RATE, 3),
+            "sources": {s.name: s.stats() for s in self.sources},
+        }
+
+    def close(self) -> None:
+        for source in getattr(self, "sources", []):
+            source.close()
+        self.views = []
+        if hasattr(self, "ring"):
+            self.ring.close()
+
+
+def stats_section(capture: dict[str, Any], encoded: dict[str, Any]) -> dict[str, Any] | None:
+    """The --stats-json "audio" section from the audio and encode stages' stats (supervisor); None: no audio."""
+    if not capture.get("tracks"):
+        return None
+    written = encoded.get("audio", {}).get("samples", {})
+    return {
+        "tracks": capture["tracks"],
+        "rate": capture.get("rate"),
+        "recorded_s": capture.get("recorded_s"),
+        "blocks": capture.get("blocks", 0),
+        "dropped_ring_full": capture.get("dropped_ring_full", 0),
+        "ring_peak": capture.get("ring_peak", 0),
+        "encoded_samples": written,
+        "sources": capture.get("sources", {}),
+    }
+
+
+def summary_line(section: dict[str, Any] | None) -> str | None:
+    """One line for people: per source, silence put in and drift measured."""
+    if not section:
+        return None
+    parts = [
+        f"{name} (silence {s['silence_ms']:g} ms, drift {s['drift_ppm']:+.0f} ppm)"
+        for name, s in section["sources"].items()
+    ]
+    mix = " + mix" if "mix" in section["tracks"] else ""
+    return f"  audio {section['rate'] // 1000} kHz: {', '.join(parts)}{mix}"

@@ -1,0 +1,95 @@
+"""The file's audio tracks (process fp-encode): audio ring blocks in, one encoded stream per track.
+
+The encoder stage adds these streams before its first packet, once the audio stage has named the
+tracks (``AudioTracks``). Each ``AudioBlock`` is copied out of its slot into a PyAV frame (a few
+KiB), the slot goes back at once, and the frame is encoded at ``pts`` = its first sample's index on
+the track's timeline (time base 1/rate), so audio and video share the pipeline clock's zero.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import messages as msg
+from pipeline.errors import ConfigError
+from pipeline.ring import Ring
+
+#: Audio codecs by config name: (PyAV encoder, sample format it takes, samples per codec frame).
+CODECS: dict[str, tuple[str, str, int]] = {"aac": ("aac", "fltp", 1024), "opus": ("libopus", "flt", 960)}
+LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+def block_frames(codec: str) -> int:
+    """Samples per audio block: one codec frame, so no codec pads or splits a block."""
+    return CODECS[codec][2]
+
+
+def check_codec(output: str, codec: str) -> None:
+    """Opus goes in Matroska only; fail before recording (supervisor)."""
+    if codec == "opus" and Path(output).suffix.lower() != ".mkv":
+        raise ConfigError(f"audio codec opus needs an .mkv output, not {Path(output).name}: use aac, or name it .mkv")
+
+
+class AudioEncoder:
+    """One stream per track in the encoder's container (fp-encode)."""
+
+    def __init__(self, container: Any, ring: Ring, tracks: msg.AudioTracks, codec: str, bitrate_kbps: int) -> None:
+        encoder, self.format, _ = CODECS[codec]
+        self.ring = ring
+        self.layout = LAYOUTS[tracks.channels]
+        self.rate = tracks.rate
+        self.time_base = Fraction(1, tracks.rate)
+        self.streams: list[Any] = []
+        for name in tracks.names:
+            stream: Any = container.add_stream(encoder, rate=tracks.rate, layout=self.layout)
+            stream.codec_context.format = self.format
+            stream.time_base = self.time_base
+            stream.bit_rate = bitrate_kbps * 1000
+            stream.metadata["title"] = name  # Matroska's track name
+            stream.metadata["handler_name"] = name  # MP4's
+            self.streams.append(stream)
+        self.views = [ring.pixels(i).view(np.float32)[..., 0] for i in range(ring.slots)]
+        self.names = list(tracks.names)
+        self.samples = [0] * len(tracks.names)
+        self.counts = {"blocks": 0, "packets": 0, "bytes": 0, "seq_mismatch": 0}
+
+    def encode(self, block: msg.AudioBlock) -> list[Any]:
+        """Encode one block (the slot is released at once); the packets to mux."""
+        import av
+
+        data = self.views[block.slot][:, : block.frames]
+        if self.format.endswith("p"):
+            frame = av.AudioFrame.from_ndarray(data, format=self.format, layout=self.layout)
+        else:  # packed: channels interleaved in one row
+            frame = av.AudioFrame.from_ndarray(data.T.reshape(1, -1), format=self.format, layout=self.layout)
+        if self.ring.header(block.slot).seq != block.seq:  # the writer overran the slot: a bug, never silent
+            self.counts["seq_mismatch"] += 1
+        self.ring.release()
+        frame.sample_rate = self.rate
+        frame.pts = block.pts
+        frame.time_base = self.time_base
+        self.samples[block.track] += block.frames
+        self.counts["blocks"] += 1
+        return self._count(self.streams[block.track].encode(frame))
+
+    def flush(self) -> list[Any]:
+        """Every track's remaining packets (end of stream)."""
+        return self._count([p for s in self.streams for p in s.encode(None)])
+
+    def _count(self, packets: list[Any]) -> list[Any]:
+        self.counts["packets"] += len(packets)
+        self.counts["bytes"] += sum(p.size for p in packets)
+        return packets
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counts, "samples": dict(zip(self.names, self.samples, strict=True))}
+
+    def close(self) -> None:
+        """Drop the slot views, then the ring."""
+        self.views = []
+        self.streams = []
+        self.ring.close()
