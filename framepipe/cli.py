@@ -1,4 +1,4 @@
-"""The ``framepipe`` command: record, devices (bench and tune join later).
+"""The ``framepipe`` command: record, demo, bench, tune, devices.
 
 Every mistake people can fix ends as one line on stderr and exit status 2.
 """
@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
 from pipeline import config as cfg
-from pipeline.errors import FramepipeError
+from pipeline.errors import ConfigError, FramepipeError
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,10 +49,17 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor", type=int, help="monitor number from `framepipe devices` (default 1)")
     parser.add_argument("--region", type=region, help="record only X,Y,WIDTH,HEIGHT of the monitor")
     parser.add_argument("--config", help="pipeline config file (TOML); flags override it")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="ignore this machine's tuned profile (`framepipe tune`); by default the --config "
+                        "file and flags override it")
     parser.add_argument("--encoder", help="video encoder (default libx264; one that does not open falls back)")
     parser.add_argument("--preset", help="encoder speed preset (libx264: ultrafast ... veryslow)")
     parser.add_argument("--crf", type=int, help="quality: lower is better, 0-51 (default 23)")
     parser.add_argument("--vfr", action="store_true", help="keep capture times (variable frame rate)")
+    parser.add_argument("--audio", action="append", metavar="SOURCE",
+                        help="record this audio input as its own track: default, system (what the machine plays), "
+                        "pulse:NAME, or a device from `framepipe devices`; repeat for several (default: default)")
+    parser.add_argument("--mix", action="store_true", help="add one track mixing every audio source")
     parser.add_argument("--no-audio", action="store_true", help="record video only")
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
@@ -68,12 +76,36 @@ def build_parser() -> Parser:
     rec.add_argument("--quiet", action="store_true", help="no live status line")
 
     demo = sub.add_parser("demo", help="record moving test content (on a virtual screen if there is no display)")
-    demo.add_argument("output", nargs="?", default="demo.mkv", help="output file (default demo.mkv)")
+    demo.add_argument("output", nargs="?", default="demo.mkv", help="output file, replaced (default demo.mkv)")
     demo.add_argument("--duration", type=positive, default=5.0, help="seconds to record (default 5)")
     demo.add_argument("--virtual", action="store_true", help="use a new virtual screen even if there is a display")
     add_pipeline_flags(demo)
 
-    dev = sub.add_parser("devices", help="list monitors")
+    bench = sub.add_parser("bench", help="count dropped frames from the files, beside ffmpeg and a naive loop")
+    bench.add_argument("--scenario", action="append", metavar="NAME",
+                       help="1080p60 (default), 720p120, 1440p60, 4k30, heavy, load, soak; repeat for several")
+    bench.add_argument("--all", action="store_true", help="every scenario but the 10-minute soak")
+    bench.add_argument("--quick", action="store_true", help="10 s of the default scenario (a smoke test)")
+    bench.add_argument("--seconds", type=positive, help="record this long instead of each scenario's duration")
+    bench.add_argument("--heavy", action="store_true", help="add a large noisy moving area to every scenario")
+    bench.add_argument("--recorders", default="framepipe,ffmpeg,naive",
+                       help="which, in order (default framepipe,ffmpeg,naive)")
+    bench.add_argument("--display", help="record this X display instead of starting a virtual screen")
+    bench.add_argument("--out", default="bench-out", help="folder for results and recordings (default bench-out)")
+    bench.add_argument("--micro", action="store_true",
+                       help="ring transport and latency micro-benchmarks (alone unless scenarios are named)")
+
+    tune = sub.add_parser("tune", help="find by real trials the settings that hold a target here; save a profile")
+    tune.add_argument("--fps", type=float, default=60.0, help="target frames per second (default 60)")
+    tune.add_argument("--region", type=region, metavar="X,Y,W,H", help="target region of monitor 1 (default: all)")
+    tune.add_argument("--seconds-per-trial", type=positive, default=2.5, metavar="S",
+                      help="seconds each trial records (default 2.5; the winner is confirmed 3x as long)")
+    tune.add_argument("--display", help="X display to tune (default $DISPLAY, else a new virtual screen)")
+    tune.add_argument("--candidates", default="full", metavar="full|quick",
+                      help="full (default), or quick: the defaults only, confirmed (a smoke test)")
+    tune.add_argument("--show", action="store_true", help="print this machine's tuned profile and stop")
+
+    dev = sub.add_parser("devices", help="list monitors and audio inputs")
     dev.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -84,7 +116,17 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "screen": {"fps": args.fps, "monitor": args.monitor, "region": args.region},
         "timestamp": {"mode": "vfr" if args.vfr else None},
         "encode": {"encoder": args.encoder, "preset": args.preset, "crf": args.crf},
+        "audio": {"sources": audio_sources(args), "mix": True if args.mix else None},
     }
+
+
+def audio_sources(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """--audio and --no-audio as audio.sources (None: not given, the config decides)."""
+    if args.no_audio and args.audio:
+        raise ConfigError("--no-audio and --audio contradict each other: give one of them")
+    if args.no_audio:
+        return ()
+    return tuple(args.audio) if args.audio else None
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -92,7 +134,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     job = RecordJob(
         output=args.output,
-        config=cfg.load(args.config, overrides(args)),
+        config=pipeline_config(args),
         duration_s=args.duration,
         overwrite=args.overwrite,
         stats_json=args.stats_json,
@@ -104,7 +146,49 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from framepipe.demo import demo
 
-    return demo(args.output, cfg.load(args.config, overrides(args)), args.duration, args.virtual, args.overwrite)
+    virtual = args.virtual or not os.environ.get("DISPLAY")
+    return demo(args.output, pipeline_config(args, "1920x1080" if virtual else None), args.duration, args.virtual)
+
+
+def pipeline_config(args: argparse.Namespace, display_size: str | None = None) -> cfg.PipelineConfig:
+    """Defaults < this machine's tuned profile < --config file < flags (record and demo); says in one line
+    which profile is used, or why the one found is not (after the config loaded: a bad flag stays one line)."""
+    from framepipe.profile import for_record
+
+    tuned, warning = (None, None) if args.no_profile else for_record(display_size)
+    config = cfg.load(args.config, overrides(args), tuned.settings if tuned is not None else None)
+    line = warning or (tuned.notice(config) if tuned is not None else None)
+    if line:
+        print(line, file=sys.stderr)
+    return config
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from framepipe.tune import TuneOptions, tune
+
+    return tune(TuneOptions(fps=args.fps, region=args.region or (), seconds=args.seconds_per_trial,
+                            display=args.display, candidates=args.candidates, show=args.show))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from framepipe.bench import DEFAULT_SCENARIO, QUICK_SECONDS, SCENARIOS, BenchOptions, bench
+
+    if args.all:
+        scenarios = tuple(name for name in SCENARIOS if name != "soak")
+    else:
+        scenarios = tuple(args.scenario or (() if args.micro else (DEFAULT_SCENARIO,)))
+    options = BenchOptions(
+        scenarios=(DEFAULT_SCENARIO,) if args.quick else scenarios,
+        seconds=args.seconds or (QUICK_SECONDS if args.quick else None),
+        heavy=args.heavy,
+        out=Path(args.out),
+        display=args.display,
+        recorders=tuple(r.strip() for r in args.recorders.split(",") if r.strip()),
+        micro=args.micro,
+    )
+    return bench(options)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -119,13 +203,29 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 f"monitor {mon['index']}: {mon['width']}x{mon['height']} at {mon['left']},{mon['top']}"
                 + ("  (all monitors)" if mon["index"] == 0 else "")
             )
+        print("\n".join(audio_lines(devices["audio"])))
     return 0
+
+
+def audio_lines(audio: dict[str, Any]) -> list[str]:
+    """`framepipe devices` audio part, for people: what to pass to --audio."""
+    if audio.get("error"):
+        return [f"audio: none ({audio['error']})"]
+    lines = [
+        f"audio input {d['index']}: {d['name']} ({d['hostapi']}, {d['channels']} ch, {d['rate']:g} Hz)"
+        + ("  (default)" if d["default"] else "")
+        for d in audio["inputs"]
+    ]
+    lines += [f"audio source pulse:{s['name']}: {s['description']}" for s in audio["pulse_sources"]]
+    return lines or ["audio: no inputs"]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"record": cmd_record, "demo": cmd_demo, "devices": cmd_devices}[args.command](args)
+        commands = {"record": cmd_record, "demo": cmd_demo, "bench": cmd_bench, "tune": cmd_tune,
+                    "devices": cmd_devices}  # fmt: skip
+        return commands[args.command](args)
     except FramepipeError as exc:
         print(f"framepipe: {exc}", file=sys.stderr)
         return 2

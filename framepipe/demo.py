@@ -40,14 +40,14 @@ def display(virtual: bool, width: int = 1920, height: int = 1080) -> Iterator[st
                 os.environ["DISPLAY"] = previous
 
 
-def demo(output: str, config: PipelineConfig, duration_s: float, virtual: bool, overwrite: bool) -> int:
-    """Record ``duration_s`` of the test screen to ``output`` and print what the file shows."""
+def demo(output: str, config: PipelineConfig, duration_s: float, virtual: bool) -> int:
+    """Record ``duration_s`` of the test screen to ``output`` (replacing it) and print what the file shows."""
     with display(virtual) as name, tempfile.TemporaryDirectory(prefix="framepipe-demo-") as tmp:
         info_path = Path(tmp) / "testscreen.json"
         stats_path = Path(tmp) / "stats.json"
         painter = start_testscreen(name, config.screen.fps, info_path=info_path)
         try:
-            job = RecordJob(output, config, duration_s, overwrite=overwrite, stats_json=str(stats_path))
+            job = RecordJob(output, config, duration_s, overwrite=True, stats_json=str(stats_path))
             status = record(job)
         finally:
             painter.terminate()

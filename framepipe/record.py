@@ -6,7 +6,10 @@ sizes the ring, builds the stage plan, runs it and writes the stats.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -14,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.clock import NS_PER_S, now_ns
-from pipeline.config import PipelineConfig
+from pipeline.config import AudioConfig, PipelineConfig
 from pipeline.errors import SetupError
 from pipeline.ring import Geometry, ring_bytes
 from pipeline.supervisor import Outcome, RingSpec, StageSpec, Supervisor
+from stages import audio as audio_stage
+from stages.audiodev import in_audio_process
+from stages.audioenc import block_frames, check_codec
+from stages.audiotime import OUT_RATE
 from stages.encode import Encoder, container_for
 from stages.screen import ScreenCapture, screen_rect
 from stages.timestamp import Timestamper
@@ -80,7 +87,27 @@ def plan(job: RecordJob) -> tuple[list[StageSpec], list[RingSpec], dict[str, int
             rings={"ring": "video"},
         ),
     ]
-    return stages, [RingSpec("video", geometry, slots)], rect
+    rings = [RingSpec("video", geometry, slots)]
+    if cfg.audio.sources:
+        add_audio(stages, rings, cfg.audio)
+    return stages, rings, rect
+
+
+def add_audio(stages: list[StageSpec], rings: list[RingSpec], audio: AudioConfig) -> None:
+    """The audio stage (a source: Stop reaches it) and its ring; the encoder gets it as a second input."""
+    block = block_frames(audio.codec)
+    tracks = len(audio.sources) + (1 if audio.mix else 0)
+    slots = max(4, math.ceil(audio.ring_seconds * OUT_RATE / block) * tracks)
+    rings.append(RingSpec("audio", Geometry(block, audio.channels, block * 4), slots))
+    stages.insert(1, StageSpec("audio", audio_stage.AudioCapture, audio, rings={"ring": "audio"}, source=True))
+    i = next(i for i, s in enumerate(stages) if s.name == "encode")
+    enc = stages[i]
+    stages[i] = dataclasses.replace(
+        enc,
+        inputs=(*enc.inputs, "audio"),
+        rings={**enc.rings, "audio_ring": "audio"},
+        extra={**enc.extra, "audio_codec": audio.codec, "audio_bitrate_kbps": audio.bitrate_kbps},
+    )
 
 
 class RingSeries:
@@ -180,6 +207,7 @@ def stats_of(
             "peak_fill": screen.get("ring_peak", 0),
         },
         "latency_ms": {"p50": enc.get("latency_ms_p50"), "p99": enc.get("latency_ms_p99")},
+        "audio": audio_stage.stats_section(st.get("audio", {}), enc),
         "stages": {
             name: {
                 "cpu_s": rec.stats.get("cpu_s", rec.cpu_s),
@@ -191,6 +219,7 @@ def stats_of(
             for name, rec in outcome.stages.items()
         },
         "series": series.as_dict() if series is not None else None,
+        "pid": os.getpid(),
         "shm_bytes": outcome.shm_bytes,
         "fast_stop": outcome.fast_stop,
         "warnings": outcome.warnings,
@@ -213,12 +242,16 @@ def summary(stats: dict[str, Any]) -> str:
         f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms; "
         f"CPU {cpu / secs:.2f} cores",
     ]
-    return "\n".join(lines)
+    audio = audio_stage.summary_line(stats.get("audio"))
+    return "\n".join([*lines, audio] if audio else lines)
 
 
 def record(job: RecordJob) -> int:
     """Run one recording; 0 when everything went well, 1 if a stage failed (the file is kept)."""
     check_output(job.output, job.overwrite)
+    if job.config.audio.sources:
+        check_codec(job.output, job.config.audio.codec)
+        in_audio_process("check_sources", job.config.audio.sources)  # a wrong --audio: one line, nothing started
     if job.stats_json:
         check_writable(job.stats_json, overwrite=True)
     stages, rings, rect = plan(job)

@@ -10,10 +10,12 @@ TOML layout (every table and key optional)::
     [screen]     fps, monitor, region, backend, ring_seconds, affinity, nice
     [timestamp]  mode, affinity, nice
     [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, affinity, nice
+    [audio]      sources, mix, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,6 +28,8 @@ X264_PRESETS = (
 )  # fmt: skip
 ENCODERS = ("libx264", "h264_nvenc", "h264_qsv", "h264_amf", "h264_videotoolbox", "hevc_nvenc", "libx265")
 BACKENDS = ("auto", "xshm", "mss", "mss-xgetimage", "mss-xlib")
+AUDIO_CODECS = ("aac", "opus")
+MAX_GAIN = 10.0
 
 
 def _opt(default: Any, **rules: Any) -> Any:
@@ -77,15 +81,32 @@ class EncodeConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class AudioConfig(StageConfig):
+    """The audio capture stage (fp-audio) and the file's audio tracks (one per source, then the mix)."""
+
+    sources: tuple[str, ...] = _opt(("default",))  # default, system, pulse:NAME, a device name or index; [] = none
+    mix: bool = _opt(False)  # add one track mixing every source
+    gains: tuple[float, ...] = _opt(())  # each source's gain in the mix, in the order of sources; empty: all 1.0
+    codec: str = _opt("aac", choices=AUDIO_CODECS)  # aac (any container) or opus (.mkv only)
+    bitrate_kbps: int = _opt(128, lo=16, hi=512)  # per track
+    channels: int = _opt(2, lo=1, hi=2)  # every track: 1 mono, 2 stereo (mono inputs are spread)
+    ring_seconds: float = _opt(2.0, lo=0.2, hi=10)  # audio ring size, in seconds of every track
+    max_delay_ms: int = _opt(500, lo=50, hi=5000)  # a late source is waited for this long, then silence fills in
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """All stage settings of one recording."""
 
     screen: ScreenConfig = field(default_factory=ScreenConfig)
     timestamp: TimestampConfig = field(default_factory=TimestampConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
 
 
-SECTIONS: dict[str, type] = {"screen": ScreenConfig, "timestamp": TimestampConfig, "encode": EncodeConfig}
+SECTIONS: dict[str, type] = {
+    "screen": ScreenConfig, "timestamp": TimestampConfig, "encode": EncodeConfig, "audio": AudioConfig,
+}  # fmt: skip
 
 
 _KIND_NAMES = {float: "a number", int: "a whole number", str: "a string", bool: "true or false"}
@@ -104,6 +125,8 @@ def _check(section: str, name: str, value: Any, kind: Any, rules: dict[str, Any]
         value = tuple(value)
         if any(v < 0 for v in value):
             raise ConfigError(f"{key} must not hold negative numbers: {list(value)}")
+    elif kind in (tuple[str, ...], tuple[float, ...]):
+        value = _check_list(key, value, kind.__args__[0])
     elif not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
         raise ConfigError(f"{key} must be {_KIND_NAMES.get(kind, kind.__name__)}, not {value!r}")
     if "choices" in rules and value not in rules["choices"]:
@@ -112,6 +135,20 @@ def _check(section: str, name: str, value: Any, kind: Any, rules: dict[str, Any]
     if lo is not None and (value < lo or value > hi):
         raise ConfigError(f"{key} = {value!r} is out of range; allowed: {lo} to {hi}")
     return value
+
+
+def _check_list(key: str, value: Any, item: type) -> tuple[Any, ...]:
+    """A list of strings, or of finite numbers, as a tuple."""
+
+    def ok(v: Any) -> bool:
+        if item is str:
+            return isinstance(v, str)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(value, (list, tuple)) or not all(ok(v) for v in value):
+        what = "strings" if item is str else "numbers"
+        raise ConfigError(f"{key} must be a list of {what}, not {value!r}")
+    return tuple(value) if item is str else tuple(float(v) for v in value)
 
 
 def build_section(section: str, data: dict[str, Any]) -> Any:
@@ -139,14 +176,38 @@ def _check_section(section: str, config: Any) -> None:
         raise ConfigError(
             f"{section}.region must be x, y, width, height with width and height at least 16, not {list(region)}"
         )
+    if isinstance(config, AudioConfig):
+        _check_audio(section, config)
     if isinstance(config, EncodeConfig) and config.encoder == "libx264" and config.preset not in X264_PRESETS:
         raise ConfigError(
             f"encode.preset = {config.preset!r} is not a libx264 preset; choose one of: {', '.join(X264_PRESETS)}"
         )
 
 
-def load(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> PipelineConfig:
-    """Read a TOML pipeline file (optional), overlay ``overrides``, validate everything."""
+def _check_audio(section: str, config: AudioConfig) -> None:
+    """Sources once each; one gain per source, each 0 to MAX_GAIN."""
+    twice = sorted({s for s in config.sources if config.sources.count(s) > 1})
+    if twice:
+        raise ConfigError(f"{section}.sources names {', '.join(twice)} more than once; give each source once")
+    if any(not s for s in config.sources):
+        raise ConfigError(f"{section}.sources holds an empty name: use default, system, pulse:NAME or a device")
+    if config.gains and len(config.gains) != len(config.sources):
+        raise ConfigError(
+            f"{section}.gains has {len(config.gains)} value(s) for {len(config.sources)} source(s): give one per source"
+        )
+    if any(not 0 <= g <= MAX_GAIN for g in config.gains):
+        raise ConfigError(f"{section}.gains must be from 0 to {MAX_GAIN:g}, not {list(config.gains)}")
+
+
+def load(
+    path: str | Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    base: dict[str, dict[str, Any]] | None = None,
+) -> PipelineConfig:
+    """Read a TOML pipeline file (optional), overlay ``overrides``, validate everything.
+
+    ``base`` (a tuned profile's tables) lies under the file: defaults < base < file < overrides.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -162,6 +223,9 @@ def load(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | 
             raise ConfigError(f"unknown table [{name}] in {path}; allowed tables: {', '.join(SECTIONS)}")
     merged = {name: dict(data.get(name, {})) if isinstance(data.get(name, {}), dict) else data[name]
               for name in SECTIONS}  # fmt: skip
+    for name, values in (base or {}).items():
+        if isinstance(merged.get(name), dict):
+            merged[name] = {**values, **merged[name]}
     for name, values in (overrides or {}).items():
         merged[name].update({k: v for k, v in values.items() if v is not None})
     return PipelineConfig(**{name: build_section(name, merged[name]) for name in SECTIONS})

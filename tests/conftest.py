@@ -19,6 +19,14 @@ def virtual_screen() -> Iterator[VirtualScreen]:
         yield screen
 
 
+@pytest.fixture(autouse=True)
+def own_config_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test gets an empty $XDG_CONFIG_HOME: no tuned profile of the machine leaks into a recording."""
+    folder = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(folder))
+    return folder
+
+
 # --- recording helpers (the core pipeline's integration tests) ---------------------------
 
 import json  # noqa: E402
