@@ -20,8 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from framepipe.launch import start_module
 from pipeline.clock import NS_PER_S, now_ns, sleep_until
 
 #: Bits of the frame number carried by the code (it wraps at 2**CODE_BITS).
@@ -351,28 +350,12 @@ def start_testscreen(display: str, fps: float = 60, heavy: bool = False, *,
                      timeout_s: float = START_TIMEOUT_S) -> subprocess.Popen[bytes]:
     """Start the test screen as a subprocess; return once its first state is on screen."""
     info = Path(info_path)
-    info.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "framepipe.testscreen", "--display", display, "--fps", str(fps),
-           "--info", str(info)]
+    args = ["--display", display, "--fps", str(fps), "--info", str(info)]
     if heavy:
-        cmd.append("--heavy")
+        args.append("--heavy")
     if duration_s is not None:
-        cmd += ["--duration", str(duration_s)]
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + timeout_s
-        while not info.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                log.seek(0)
-                tail = log.read().decode(errors="replace").strip().splitlines()
-                raise TestscreenError(f"testscreen did not start (exit {proc.returncode}): "
-                                      f"{tail[-1] if tail else 'no output'}")
-            time.sleep(0.01)
+        args += ["--duration", str(duration_s)]
+    proc = start_module("framepipe.testscreen", args, info, timeout_s=timeout_s, error=TestscreenError)
     data = load_info(info)
     sleep_until(data["base_ns"] + data["period_ns"])
     return proc

@@ -23,7 +23,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from framepipe.launch import start_module
 from pipeline.clock import NS_PER_S, now_ns
 from stages.audiotime import ClockBridge, ClockFit
 
@@ -169,24 +169,10 @@ def start_tone(
 ) -> subprocess.Popen[bytes]:
     """Start the player as a subprocess (``env``: e.g. PULSE_SERVER); return once it has played a while."""
     info = Path(info_path)
-    info.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "framepipe.tone", "--sink", sink, "--freq", str(freq), "--burst-ms", str(burst_ms),
-           "--info", str(info)]  # fmt: skip
-    root = str(Path(__file__).resolve().parent.parent)
-    full_env = dict(os.environ, **(env or {}))
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, full_env.get("PYTHONPATH")]))
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + timeout_s
-        while not info.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                log.seek(0)
-                tail = [ln for ln in log.read().decode(errors="replace").splitlines() if "tone:" in ln]
-                raise ToneError(f"tone player did not start (exit {proc.returncode}): {tail[-1] if tail else ''}")
-            time.sleep(0.01)
+    args = ["--sink", sink, "--freq", str(freq), "--burst-ms", str(burst_ms), "--info", str(info)]
+    proc = start_module(
+        "framepipe.tone", args, info, env=env, timeout_s=timeout_s, error=ToneError, keep_line=lambda ln: "tone:" in ln
+    )
     time.sleep(SETTLE_S)
     return proc
 
