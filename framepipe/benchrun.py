@@ -92,7 +92,7 @@ def framepipe_launch(cap: Capture, folder: Path) -> Launch:
     cmd = (
         sys.executable, "-m", "framepipe", "record", str(out), "--duration", str(cap.duration_s),
         "--fps", str(cap.fps), "--region", region_arg(cap.region), "--preset", cap.preset, "--crf", str(cap.crf),
-        "--no-audio", "--stats-json", str(stats), "--quiet", "--overwrite",
+        "--no-audio", "--no-profile", "--stats-json", str(stats), "--quiet", "--overwrite",
     )  # fmt: skip
     return Launch("framepipe", cmd, out, folder / "framepipe.log", sidecar=stats)
 

@@ -130,9 +130,11 @@ class Trial:
         """1 - cores the recorder used / cores."""
         return 1.0 - self.cpu_cores / self.cores
 
-    def badness(self) -> tuple[int, int, float]:
-        """How far from holding: errors last, then losses, then ring fill."""
-        return (1 if self.error else 0, self.dropped + self.lost, self.ring_peak / self.ring_slots)
+    def badness(self) -> tuple[bool, bool, float, float]:
+        """How far from holding: errors last; then a ring filling up (it drops heavily in longer recordings:
+        worse than a few losses); then losses a second; then ring fill."""
+        losses = (self.dropped + self.lost) / self.seconds
+        return self.error is not None, not self.sustained, losses, self.ring_peak / self.ring_slots
 
     def figures(self) -> str:
         """The trial's figures in one line."""
