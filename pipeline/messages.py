@@ -95,7 +95,7 @@ class Frame:
 
 @dataclass(frozen=True)
 class Encode:
-    """Encode the frame in ``slot`` at ``pts`` and keep it held (timestamper -> encoder)."""
+    """Encode the frame in ``slot`` at ``pts``; repeats reuse it (timestamper -> encoder)."""
 
     TAG: ClassVar[int] = 21
     slot: int
@@ -114,7 +114,7 @@ class Repeat:
 
 @dataclass(frozen=True)
 class Hold:
-    """Hold ``slot`` instead of the held frame without encoding it (a skipped frame)."""
+    """A skipped frame: give ``slot`` back without encoding it (timestamper -> encoder)."""
 
     TAG: ClassVar[int] = 23
     slot: int

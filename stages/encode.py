@@ -1,9 +1,8 @@
 """Encoder and muxer stage (process fp-encode): ring slots in, a playable file out.
 
-Each slot is wrapped once as a PyAV frame (``from_numpy_buffer``, no copy);
-the codec converts BGRA to its pixel format itself (one cached scaler). The
-held frame stays untouched until the next instruction replaces it, so a
-constant-frame-rate repeat re-encodes it. MKV is the default container;
+Each slot is wrapped once as a PyAV frame (``from_numpy_buffer``, no copy),
+converted to YUV once by one cached scaler, and given back to capture at once;
+a constant-frame-rate repeat re-encodes the last converted picture. MKV is the default container;
 ``.mp4`` is written fragmented, so a crash leaves a playable file. Audio
 blocks, when the plan has an audio stage, come on a second input and go to
 their own streams in the same file (``stages.audioenc``); the file is closed
