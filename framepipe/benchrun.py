@@ -288,7 +288,8 @@ def read_ffmpeg_log(text: str) -> FfmpegLog:
     return FfmpegLog(float(start.group(1)) if start else None, last("frame"), last("drop") or 0, last("dup") or 0)
 
 
-def start_cpu_load(cpu: int) -> subprocess.Popen[bytes]:
-    """A busy loop pinned on one CPU: a competing load at normal priority."""
-    code = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True:\n    pass\n"
+def start_cpu_load(cpu: int | None) -> subprocess.Popen[bytes]:
+    """A busy loop pinned on one CPU (None: free to run on any): a competing load at normal priority."""
+    pin = "" if cpu is None else f"import os\nos.sched_setaffinity(0, {{{cpu}}})\n"
+    code = f"{pin}while True:\n    pass\n"
     return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
