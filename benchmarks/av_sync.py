@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between memory samples (default 5)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    size = (width, height)
     extra = []
     if args.overload:
         config = args.out / "overload.toml"
