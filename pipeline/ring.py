@@ -14,18 +14,22 @@ are used and released strictly in order, so the writer may take slot
 ``written % slots`` while ``written - released < slots``.
 
 Lifetimes: numpy views into the segment must be dropped before ``close()``;
-``close()`` refuses (BufferError) while any still exist.
+``close()`` refuses (BufferError) while any still exist. numpy is imported
+only where pixels are viewed (the encoder, the mss fallback): the supervisor,
+the timestamper and the zero-copy capture start without it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import weakref
 from dataclasses import dataclass
-from multiprocessing import shared_memory
+from typing import TYPE_CHECKING
 
-import numpy as np
+from pipeline.shm import Segment
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAGIC = 0x46505247  # "FPRG"
 CONTROL = struct.Struct("<IIIIIxxxxQQ")  # magic, slots, width, height, stride, pad, released, written
@@ -80,16 +84,17 @@ class SlotHeader:
 class Ring:
     """One frame ring. The supervisor creates it; stages ``attach`` by name."""
 
-    def __init__(self, shm: shared_memory.SharedMemory, owner: bool) -> None:
+    def __init__(self, shm: Segment) -> None:
         self._shm = shm
-        assert shm.buf is not None
         self._buf: memoryview = shm.buf
-        self.owner = owner
+        self.owner = shm.owner
         magic, self.slots, width, height, stride, _, _ = CONTROL.unpack_from(self._buf, 0)
         if magic != MAGIC:
+            shm.close()
             raise ValueError(f"shared memory {shm.name} is not a framepipe ring")
         self.geometry = Geometry(width, height, stride)
-        self._counters = np.frombuffer(self._buf, np.uint64, count=2, offset=COUNTERS_OFFSET)
+        # released, written: each an aligned 8-byte word, stored whole by one side only
+        self._counters = self._buf[COUNTERS_OFFSET : COUNTERS_OFFSET + 16].cast("Q")
         self._views: list[weakref.ref[np.ndarray]] = []
 
     @property
@@ -101,22 +106,18 @@ class Ring:
         """Create and initialise a ring segment (supervisor)."""
         if slots < 2:
             raise ValueError("a ring needs at least 2 slots")
-        shm = shared_memory.SharedMemory(name=name, create=True, size=ring_bytes(geometry, slots))
-        buf = shm.buf
-        assert buf is not None
-        CONTROL.pack_into(buf, 0, MAGIC, slots, geometry.width, geometry.height, geometry.stride, 0, 0)
-        return cls(shm, owner=True)
+        shm = Segment.create(name, ring_bytes(geometry, slots))
+        CONTROL.pack_into(shm.buf, 0, MAGIC, slots, geometry.width, geometry.height, geometry.stride, 0, 0)
+        return cls(shm)
 
     @classmethod
     def attach(cls, name: str) -> Ring:
         """Attach to an existing ring (stage processes)."""
-        return cls(shared_memory.SharedMemory(name=name), owner=False)
+        return cls(Segment.attach(name))
 
     def prefault(self) -> None:
-        """Touch every page now (supervisor, while the stages start), not on the capture's first lap."""
-        pages = np.frombuffer(self._buf, np.uint8)
-        pages[CONTROL_BYTES::4096] = 0  # slot memory only: the counters may already be in use
-        del pages
+        """Allocate every slot page now (supervisor, while the stages start), not on the capture's first lap."""
+        self._shm.prefault(CONTROL_BYTES)
 
     # --- writer side (capture process) ---------------------------------------
 
@@ -149,6 +150,8 @@ class Ring:
 
     def pixels(self, slot: int) -> np.ndarray:
         """A (height, width, 4) uint8 view of a slot's pixels; drop it before close()."""
+        import numpy as np
+
         g = self.geometry
         # np.frombuffer holds an export of the segment's buffer, so close() refuses while a view
         # lives instead of unmapping memory under it (np.ndarray(buffer=...) would not).
@@ -165,7 +168,7 @@ class Ring:
     @property
     def path(self) -> str:
         """The segment's file (Linux: /dev/shm/<name>)."""
-        return f"/dev/shm/{self._shm.name.lstrip('/')}"
+        return self._shm.path
 
     def header(self, slot: int) -> SlotHeader:
         return SlotHeader(*HEADER.unpack_from(self._buf, self._offset(slot)))
@@ -178,7 +181,7 @@ class Ring:
 
     def release(self, count: int = 1) -> None:
         """Give ``count`` slots back to the writer, oldest first."""
-        self._counters[0] += np.uint64(count)
+        self._counters[0] += count
 
     # --- lifetime --------------------------------------------------------------------
 
@@ -190,11 +193,8 @@ class Ring:
         alive = sum(ref() is not None for ref in self._views)
         if alive:
             raise BufferError(f"{alive} pixel view(s) of ring {self.name} still alive: drop them first")
-        self._counters = None  # type: ignore[assignment]
+        self._counters.release()
         self._shm.close()
-        if self.owner:
-            with contextlib.suppress(FileNotFoundError):
-                self._shm.unlink()
 
     def _offset(self, slot: int) -> int:
         return CONTROL_BYTES + slot * self.geometry.slot_bytes

@@ -1,23 +1,75 @@
-"""Shared-memory housekeeping (supervisor): names, free space, sweeping leaks.
+"""Shared-memory segments: the files, their names, free space, sweeping leaks.
 
-Every segment is named ``fp_<pid>_<ring>``, with the supervisor's pid. At
+Every segment is a file in /dev/shm named ``fp_<pid>_<ring>``, with the
+supervisor's pid, readable by this user only. The supervisor creates and
+unlinks them; stages map them by name. No resource tracker is involved (its
+process costs start-up time and it unlinks segments it did not create): at
 start the supervisor removes segments whose supervisor no longer runs (a
 ``kill -9`` of the whole group leaves them behind) and says so.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 from pathlib import Path
-
-import psutil
 
 from pipeline.errors import SetupError
 
 PREFIX = "fp_"
 SHM_DIR = Path("/dev/shm")
 MARGIN = 16 * 1024 * 1024  # leave room for PulseAudio, X and others
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+: fault a range in, one call
+PAGE = mmap.PAGESIZE
+
+
+class Segment:
+    """One mapped shared-memory file: ``create`` (supervisor) or ``attach`` (stages), then ``buf``."""
+
+    def __init__(self, name: str, fd: int, size: int, owner: bool) -> None:
+        self.name, self.size, self.owner = name, size, owner
+        try:
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)  # the mapping keeps the memory; anyone else opens the file by name
+        self.buf = memoryview(self._map)
+
+    @classmethod
+    def create(cls, name: str, size: int) -> Segment:
+        fd = os.open(SHM_DIR / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            (SHM_DIR / name).unlink(missing_ok=True)
+            raise
+        return cls(name, fd, size, owner=True)
+
+    @classmethod
+    def attach(cls, name: str) -> Segment:
+        fd = os.open(SHM_DIR / name, os.O_RDWR)
+        return cls(name, fd, os.fstat(fd).st_size, owner=False)
+
+    @property
+    def path(self) -> str:
+        return str(SHM_DIR / self.name)
+
+    def prefault(self, start: int = 0) -> None:
+        """Allocate and map every page from ``start`` on now, not on the first write."""
+        start -= start % PAGE
+        try:
+            self._map.madvise(MADV_POPULATE_WRITE, start, self.size - start)
+        except (OSError, ValueError):  # an older kernel: touch one byte a page
+            for offset in range(start, self.size, PAGE):
+                self.buf[offset] = self.buf[offset]
+
+    def close(self) -> None:
+        """Unmap (BufferError while views of ``buf`` live), and unlink if this process created it."""
+        self.buf.release()
+        self._map.close()
+        if self.owner:
+            (SHM_DIR / self.name).unlink(missing_ok=True)
 
 
 def segment_name(ring: str, pid: int | None = None) -> str:
@@ -32,7 +84,7 @@ def sweep_stale() -> list[str]:
     swept = []
     for path in SHM_DIR.glob(f"{PREFIX}*"):
         pid_text = path.name[len(PREFIX) :].split("_", 1)[0]
-        if pid_text.isdigit() and psutil.pid_exists(int(pid_text)) and int(pid_text) != os.getpid():
+        if pid_text.isdigit() and _alive(int(pid_text)) and int(pid_text) != os.getpid():
             continue
         try:
             path.unlink()
@@ -40,6 +92,16 @@ def sweep_stale() -> list[str]:
         except OSError:
             pass
     return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def check_free(needed: int) -> None:

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-import psutil
-
 from pipeline import messages as msg
 from pipeline.clock import now_ns
 from pipeline.config import StageConfig
@@ -105,19 +103,18 @@ def set_process_name(name: str) -> None:
 def apply_placement(config: StageConfig) -> list[str]:
     """Set CPU affinity and nice first thing in the child; return warnings."""
     warnings = []
-    proc = psutil.Process()
     if config.affinity:
-        if not hasattr(proc, "cpu_affinity"):
+        if not hasattr(os, "sched_setaffinity"):
             warnings.append("CPU affinity is not supported on this platform; ignored")
         else:
             try:
-                proc.cpu_affinity(list(config.affinity))
+                os.sched_setaffinity(0, config.affinity)
             except (ValueError, OSError) as exc:
                 warnings.append(f"cannot set affinity {list(config.affinity)}: {exc}")
     if config.nice:
         try:
-            proc.nice(config.nice)
-        except (psutil.AccessDenied, OSError) as exc:
+            os.setpriority(os.PRIO_PROCESS, 0, config.nice)
+        except OSError as exc:
             warnings.append(f"cannot set nice {config.nice} (negative needs privileges): {exc}")
     return warnings
 

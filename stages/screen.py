@@ -13,8 +13,6 @@ import os
 import sys
 from typing import Any
 
-import numpy as np
-
 from pipeline import messages as msg
 from pipeline.clock import NS_PER_S, now_ns, sleep_until
 from pipeline.config import ScreenConfig
@@ -74,7 +72,6 @@ class ScreenCapture(Stage):
         g = self.ring.geometry
         if (g.width, g.height) != (self.rect["width"], self.rect["height"]):
             raise SetupError("the screen changed size before recording started: start again")
-        self.views = [self.ring.pixels(i) for i in range(self.ring.slots)]
         self.counts = {
             "captured": 0,
             "dropped_ring_full": 0,
@@ -85,6 +82,7 @@ class ScreenCapture(Stage):
         }
         self.grab_ns_total = 0
         self.xshm, backend = self._open_xshm()
+        self.views = [] if self.xshm is not None else [self.ring.pixels(i) for i in range(self.ring.slots)]
         return {"rect": self.rect, "backend": backend}
 
     def _open_xshm(self) -> tuple[XshmGrabber | None, str]:
@@ -111,7 +109,7 @@ class ScreenCapture(Stage):
             return
         shot = self.sct.grab(r)
         view = self.views[slot]
-        np.copyto(view, np.frombuffer(shot.raw, np.uint8).reshape(view.shape))
+        view[...] = memoryview(shot.raw).cast("B", view.shape)  # the one copy (numpy: only on this path)
 
     def run(self, base_time: int) -> None:
         period = NS_PER_S / self.config.fps
