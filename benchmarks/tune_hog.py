@@ -50,7 +50,7 @@ def record_and_count(name: str, display: str, xserver_pid: int | None, env: dict
         raise SystemExit(f"tune_hog: {name} recording failed (exit {usage.exit_code}); see {launch.log}")
     stats = json.loads(stats_path.read_text())
     info, painter_stats = load_info(info_path), json.loads(Path(f"{info_path}.stats").read_text())
-    frames = judge.read_codes(video, info["code_rect"])
+    frames = judge.read_codes(video, info["code_rect"], size=(stats["rect"]["width"], stats["rect"]["height"]))
     base = int(stats["base_time_ns"])
     timing = benchcount.Timing(base, "framepipe's base time from its stats JSON")
     counts, _ = benchcount.count_recording(frames, info, painter_stats, timing, round(seconds * FPS))

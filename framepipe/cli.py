@@ -55,6 +55,8 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", help="video encoder (default libx264; one that does not open falls back)")
     parser.add_argument("--preset", help="encoder speed preset (libx264: ultrafast ... veryslow)")
     parser.add_argument("--crf", type=int, help="quality: lower is better, 0-51 (default 23)")
+    parser.add_argument("--output-height", type=int, metavar="PIXELS",
+                        help="scale the video down to this height, keeping the aspect (default: as captured)")
     parser.add_argument("--vfr", action="store_true", help="keep capture times (variable frame rate)")
     parser.add_argument("--audio", action="append", metavar="SOURCE",
                         help="record this audio input as its own track: default, system (what the machine plays), "
@@ -115,7 +117,8 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {
         "screen": {"fps": args.fps, "monitor": args.monitor, "region": args.region},
         "timestamp": {"mode": "vfr" if args.vfr else None},
-        "encode": {"encoder": args.encoder, "preset": args.preset, "crf": args.crf},
+        "encode": {"encoder": args.encoder, "preset": args.preset, "crf": args.crf,
+                   "output_height": args.output_height},
         "audio": {"sources": audio_sources(args), "mix": True if args.mix else None},
     }
 

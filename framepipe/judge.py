@@ -105,11 +105,24 @@ def _luma(frame: Any, reformatter: Any) -> np.ndarray:
     return gray
 
 
-def read_codes(path: str | Path, code_rect: Sequence[int], origin: Sequence[int] = (0, 0)) -> list[Frame]:
-    """Decode ``path`` and read each frame's code at ``code_rect`` (screen coordinates) minus ``origin``."""
+def _scaled_pixels(x: int, y: int, sx: float, sy: float, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of a picture scaled by sx, sy nearest to each pixel of the code at x, y."""
+    rows = np.minimum(((y + np.arange(CODE_HEIGHT) + 0.5) * sy).astype(np.intp), height - 1)
+    cols = np.minimum(((x + np.arange(CODE_WIDTH) + 0.5) * sx).astype(np.intp), width - 1)
+    return rows, cols
+
+
+def read_codes(path: str | Path, code_rect: Sequence[int], origin: Sequence[int] = (0, 0),
+               size: Sequence[int] | None = None) -> list[Frame]:
+    """Decode ``path`` and read each frame's code at ``code_rect`` (screen coordinates) minus ``origin``.
+
+    ``size``: the recorded area's width and height, when the video may be scaled from it (the code is
+    then read from the scaled picture, resampled to its own size by nearest pixels).
+    """
     from av.video.reformatter import VideoReformatter
 
     x, y = int(code_rect[0]) - int(origin[0]), int(code_rect[1]) - int(origin[1])
+    pick: tuple[np.ndarray, np.ndarray] | None = None  # rows and columns of a scaled code
     frames: list[Frame] = []
     try:
         container = av.open(str(path))
@@ -122,11 +135,17 @@ def read_codes(path: str | Path, code_rect: Sequence[int], origin: Sequence[int]
         stream.thread_type = "AUTO"
         reformatter = VideoReformatter()
         for i, frame in enumerate(container.decode(stream)):
-            if x < 0 or y < 0 or x + CODE_WIDTH > frame.width or y + CODE_HEIGHT > frame.height:
+            width, height = (int(size[0]), int(size[1])) if size else (frame.width, frame.height)
+            if x < 0 or y < 0 or x + CODE_WIDTH > width or y + CODE_HEIGHT > height:
                 raise JudgeError(f"code at {x},{y} ({CODE_WIDTH}x{CODE_HEIGHT}) is outside the "
-                                 f"{frame.width}x{frame.height} video; check --origin")
+                                 f"{width}x{height} video; check --origin")
             luma = _luma(frame, reformatter)
-            code = read_code(luma[y:y + CODE_HEIGHT, x:x + CODE_WIDTH])
+            if (frame.width, frame.height) == (width, height):
+                code = read_code(luma[y:y + CODE_HEIGHT, x:x + CODE_WIDTH])
+            else:
+                if pick is None:
+                    pick = _scaled_pixels(x, y, frame.width / width, frame.height / height, frame.width, frame.height)
+                code = read_code(luma[np.ix_(*pick)])
             t = frame.time
             frames.append(Frame(i, float(t) if t is not None else float("nan"), code))
     return unwrap(frames)

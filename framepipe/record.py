@@ -18,14 +18,14 @@ from typing import Any
 
 from pipeline.clock import NS_PER_S, now_ns
 from pipeline.config import AudioConfig, PipelineConfig
-from pipeline.errors import SetupError
+from pipeline.errors import ConfigError, SetupError
 from pipeline.ring import Geometry, ring_bytes
 from pipeline.supervisor import Outcome, RingSpec, StageSpec, Supervisor
 from stages import audio as audio_stage
 from stages.audiodev import in_audio_process
 from stages.audioenc import block_frames, check_codec
 from stages.audiotime import OUT_RATE
-from stages.encode import Encoder, container_for
+from stages.encode import Encoder, container_for, output_size
 from stages.screen import ScreenCapture, screen_rect
 from stages.timestamp import Timestamper
 
@@ -73,6 +73,9 @@ def plan(job: RecordJob) -> tuple[list[StageSpec], list[RingSpec], dict[str, int
     """The stages and rings of a screen recording."""
     cfg = job.config
     rect = screen_rect(cfg.screen)
+    if cfg.encode.output_height > rect["height"]:
+        raise ConfigError(f"encode.output_height = {cfg.encode.output_height} is above the {rect['height']} pixels "
+                          "recorded: give a smaller height, or 0 to keep the size")
     geometry = Geometry(rect["width"], rect["height"], rect["width"] * 4)
     slots = max(3, round(cfg.screen.ring_seconds * cfg.screen.fps))
     stages = [
@@ -189,6 +192,7 @@ def stats_of(
         "fps": job.config.screen.fps,
         "mode": job.config.timestamp.mode,
         "rect": rect,
+        "output_size": list(output_size(rect["width"], rect["height"], job.config.encode.output_height)),
         "base_time_ns": outcome.base_time,
         "recorded_s": screen.get("recorded_ns", 0) / NS_PER_S,
         "frames": {
@@ -227,6 +231,14 @@ def stats_of(
     }
 
 
+def scaled(stats: dict[str, Any]) -> str:
+    """", scaled from WxH to WxH" when the video was scaled, else nothing."""
+    rect, size = stats["rect"], stats.get("output_size")
+    if not size or list(size) == [rect["width"], rect["height"]]:
+        return ""
+    return f", scaled from {rect['width']}x{rect['height']} to {size[0]}x{size[1]}"
+
+
 def summary(stats: dict[str, Any]) -> str:
     """A short report for people at the end of a recording."""
     f = stats["frames"]
@@ -234,7 +246,7 @@ def summary(stats: dict[str, Any]) -> str:
     secs = stats["recorded_s"] or 1
     lines = [
         f"framepipe: wrote {stats['output']}: {f['written']} frames in {stats['recorded_s']:.1f} s "
-        f"at {stats['fps']:g} fps",
+        f"at {stats['fps']:g} fps" + scaled(stats),
         f"  dropped {f['dropped']} (ring full {f['dropped_by_reason']['ring_full']}, "
         f"late {f['dropped_by_reason']['capture_late']}, shed {f['dropped_by_reason']['encoder_shed']}), "
         f"repeats {f['repeats']}, skips {f['skips']}, "

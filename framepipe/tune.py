@@ -131,7 +131,7 @@ class TrialRunner:
             return replace(trial, error=f"encoder fell back ({fell_back})" if fell_back else stats["errors"][0])
         try:
             origin = (self.monitor[0] + trial.target.region[0], self.monitor[1] + trial.target.region[1])
-            frames = judge.read_codes(launch.output, info["code_rect"], origin)
+            frames = judge.read_codes(launch.output, info["code_rect"], origin, trial.target.region[2:])
         except judge.JudgeError as exc:
             return replace(trial, error=str(exc))
         report = judge.judge(frames, 1 / trial.target.fps)

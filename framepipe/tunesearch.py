@@ -10,8 +10,9 @@ placement that holds is confirmed at once by a trial three times as long, and th
 the first confirmed. The other rounds (hardware encoders, libx264 threads, presets until one
 fails) vary the best candidate so far (the holding one with the most CPU headroom, else the one
 closest to holding); the best of all is confirmed in its turn, and one that fails gives way to
-the next. When nothing holds, the closest candidate is tried at lower targets (fewer fps, a 720p
-region) to say which one holds.
+the next. When nothing holds at full size, the closest candidate is tried with the video scaled down (every
+frame still kept: the encoder has less to do), largest first; when that does not hold either, at
+lower targets (fewer fps, a 720p region) to say which one holds.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ CONFIRM_FACTOR = 3  # the winner's confirmation trial is this many times longer
 MAX_CONFIRMS = 2  # candidates confirmed before giving up
 FALLBACK_FPS = (60.0, 48.0, 30.0)  # lower targets tried when nothing holds ...
 FALLBACK_SIZE = (1280, 720)  # ... and a 720p region at the target's fps
+SCALE_HEIGHTS = (1440, 1080, 720, 540, 360)  # output heights tried, the two largest below the target's height
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,15 @@ class Candidate:
     encode_cpus: tuple[int, ...] = ()  # affinity of fp-encode; empty: any
     encode_nice: int = EncodeConfig.nice
     capture_nice: int = ScreenConfig.nice  # fp-screen and fp-timestamp; below 0 needs privileges
+    output_height: int = EncodeConfig.output_height  # 0: as captured; else the video is scaled to this height
 
     def settings(self) -> dict[str, dict[str, Any]]:
         """Pipeline config tables, in the config's own key names (a trial's --config, the profile)."""
         encode: dict[str, Any] = {"encoder": self.encoder}
         if self.encoder == "libx264":
             encode |= {"preset": self.preset, "thread_type": self.thread_type, "threads": self.threads}
+        if self.output_height:
+            encode["output_height"] = self.output_height
         return {
             "screen": {"backend": self.backend, "ring_seconds": self.ring_seconds, "affinity": self.capture_cpus,
                        "nice": self.capture_nice},
@@ -85,8 +90,9 @@ class Candidate:
         enc = self.encoder
         if enc == "libx264":
             enc += f" {self.preset} {self.thread_type} threads {'auto' if not self.threads else self.threads}"
-        return (f"{enc} | ring {self.ring_seconds:g} s | encode cpu {cpus(self.encode_cpus)} nice {self.encode_nice} "
-                f"| capture cpu {cpus(self.capture_cpus)} nice {self.capture_nice}")
+        scaled = f" | scaled to {self.output_height}p" if self.output_height else ""
+        return (f"{enc}{scaled} | ring {self.ring_seconds:g} s | encode cpu {cpus(self.encode_cpus)} nice "
+                f"{self.encode_nice} | capture cpu {cpus(self.capture_cpus)} nice {self.capture_nice}")
 
 
 @dataclass(frozen=True)
@@ -286,6 +292,11 @@ def diagnose(trial: Trial, grab_ms: float | None = None, encode_cores: float | N
             f"at a capture instant lost): capture, or the X server, did not get a CPU in time")
 
 
+def output_heights(height: int) -> list[int]:
+    """Output heights to try for a target ``height`` pixels high: the two largest common ones below it."""
+    return [h for h in SCALE_HEIGHTS if h < height][:2]
+
+
 def fallback_targets(target: Target, screen: tuple[int, int]) -> list[Target]:
     """Lower targets to try when nothing holds: fewer fps first, then a centred 720p region."""
     lower = [Target(f, target.region) for f in FALLBACK_FPS if f < target.fps]
@@ -371,6 +382,8 @@ class Search:
         self.explore()
         self.confirm()
         if self.verdict.chosen is None:
+            self.scale()
+        if self.verdict.chosen is None:
             self.fall_back()
         self.verdict.skipped = len(self.skipped)
         return self.verdict
@@ -413,6 +426,21 @@ class Search:
                 break
             self.trial(pick.candidate, self.target, self.longer, "confirm")
         self.verdict.chosen = choose(self.verdict.trials, self.target, self.longer)
+
+    def scale(self) -> None:
+        """Nothing holds at full size: the closest candidate with the video scaled down, largest first; the
+        first that holds is confirmed at once and, confirmed, chosen."""
+        near = closest(self.verdict.trials, self.target)
+        if near is None or self.space.quick:
+            return
+        for height in output_heights(self.target.region[3]):
+            cand = replace(near.candidate, output_height=height)
+            if self.tried(cand) or not self.time_left():
+                continue
+            if self.trial(cand, self.target, self.seconds, "scale").holds and \
+                    self.trial(cand, self.target, self.longer, "confirm").holds:
+                self.verdict.chosen = choose(self.verdict.trials, self.target, self.longer)
+                return
 
     def fall_back(self) -> None:
         """Nothing holds: try the closest candidate at lower targets; keep the first that holds."""

@@ -9,7 +9,7 @@ TOML layout (every table and key optional)::
 
     [screen]     fps, monitor, region, backend, ring_seconds, affinity, nice
     [timestamp]  mode, affinity, nice
-    [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, affinity, nice
+    [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, output_height, overload, affinity, nice
     [audio]      sources, mix, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
 """
 
@@ -76,6 +76,8 @@ class EncodeConfig(StageConfig):
     threads: int = _opt(0, lo=0, hi=64)  # encoder threads; 0: automatic
     thread_type: str = _opt("FRAME", choices=("FRAME", "SLICE", "AUTO"))  # how the encoder splits work
     gop_seconds: float = _opt(1.0, lo=0.1, hi=10)  # keyframe interval; a crash loses at most this much
+    output_height: int = _opt(0, lo=0, hi=4320)  # scale the video down to this height (the width keeps the
+    # aspect; both even); 0: as captured. Every frame is kept: it only costs the encoder less
     overload: str = _opt("drop", choices=("drop", "shed"))  # encoder behind: ring absorbs, then capture drops;
     # or shed: past half a ring, encode every other frame as a repeat (even loss, low latency)
 

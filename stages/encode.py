@@ -96,6 +96,14 @@ def frame_rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+def output_size(width: int, height: int, output_height: int) -> tuple[int, int]:
+    """The encoded size: as captured, or scaled down to ``output_height`` keeping the aspect (both even)."""
+    if not output_height or output_height >= height:
+        return width, height
+    h = max(2, output_height & ~1)
+    return max(2, round(width * h / height / 2) * 2), h
+
+
 def codec_options(config: EncodeConfig) -> dict[str, str]:
     """Private options for the codec: libx264 takes preset and crf; hardware encoders keep their defaults."""
     if config.encoder in ("libx264", "libx265"):
@@ -138,7 +146,8 @@ class Encoder(Stage):
         g = self.ring.geometry
         fps = extra["fps"]
         info: dict[str, Any] = {}
-        why = try_open(config, g.width, g.height, fps) if config.encoder != FALLBACK_ENCODER else None
+        self.size = output_size(g.width, g.height, config.output_height)
+        why = try_open(config, *self.size, fps) if config.encoder != FALLBACK_ENCODER else None
         if why is not None:
             self.ctx.warn(f"encoder {config.encoder} does not open here ({why}); using {FALLBACK_ENCODER}")
             info["fallback"] = f"{config.encoder} -> {FALLBACK_ENCODER}"
@@ -148,7 +157,8 @@ class Encoder(Stage):
         rate = frame_rate(fps)
         self.time_base = Fraction(1, VFR_TIME_BASE) if extra["mode"] == "vfr" else 1 / rate
         stream: Any = self.container.add_stream(config.encoder, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = g.width, g.height, "yuv420p"
+        stream.width, stream.height = self.size
+        stream.pix_fmt = "yuv420p"
         stream.time_base = self.time_base
         cc = stream.codec_context
         cc.time_base = self.time_base
@@ -172,7 +182,7 @@ class Encoder(Stage):
         }  # fmt: skip
         self.space = DiskWatch(extra["output"], self.ctx.warn)
         self.audio: AudioEncoder | None = None  # added in run(), once the audio stage named its tracks
-        info.update({"encoder": config.encoder, "container": fmt})
+        info.update({"encoder": config.encoder, "container": fmt, "size": list(self.size)})
         return info
 
     def run(self, base_time: int) -> None:
@@ -232,9 +242,9 @@ class Encoder(Stage):
             self.capture_of_pts[message.pts] = message.capture_ns
             frame = self.frames[message.slot]
             try:
-                self.last = self.reformatter.reformat(frame, frame.width, frame.height, "yuv420p", threads=1)
+                self.last = self.reformatter.reformat(frame, *self.size, "yuv420p", threads=1)
             except TypeError:  # a PyAV without the threads argument
-                self.last = self.reformatter.reformat(frame, frame.width, frame.height, "yuv420p")
+                self.last = self.reformatter.reformat(frame, *self.size, "yuv420p")
             self._release(message.slot, message.seq)  # converted: the slot can go back to capture now
             self._encode(message.pts)
             self.counts["encoded"] += 1

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from framepipe.judge import Frame, judge, main, read_code, read_codes, timestamp_errors, unwrap
+from framepipe.judge import Frame, JudgeError, judge, main, read_code, read_codes, timestamp_errors, unwrap
 from framepipe.testscreen import CODE_HEIGHT, CODE_WIDTH, code_image
 
 FPS = 30
@@ -30,14 +30,15 @@ def _picture(code: int | None, i: int) -> np.ndarray:
     return img
 
 
-def write_video(path: Path, codes: list[int | None]) -> Path:
-    """Encode one frame per entry of ``codes`` with libx264 yuv420p at FPS."""
+def write_video(path: Path, codes: list[int | None], size: tuple[int, int] = SIZE) -> Path:
+    """Encode one frame per entry of ``codes`` with libx264 yuv420p at FPS (scaled to ``size``, as the encoder
+    stage scales)."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=FPS, options={"preset": "ultrafast", "crf": "28"})
-        stream.width, stream.height = SIZE
+        stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         for i, code in enumerate(codes):
-            frame = av.VideoFrame.from_ndarray(_picture(code, i), format="bgra")
+            frame = av.VideoFrame.from_ndarray(_picture(code, i), format="bgra").reformat(*size, "yuv420p")
             frame.pts, frame.time_base = i, Fraction(1, FPS)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
@@ -81,6 +82,16 @@ def test_report_counts_synthetic_recording(tmp_path: Path, case: str, suffix: st
     report = judge(frames, PERIOD_S).as_dict()
     assert {k: report[k] for k in want} == want
     assert report["pts_on_grid"] and report["pts_increasing"] and report["backwards"] == 0
+
+
+@pytest.mark.parametrize("scaled", [(298, 86), (224, 64)])  # 2/3 (720p from 1080p) and 1/2
+def test_codes_are_read_from_a_scaled_video(tmp_path: Path, scaled: tuple[int, int]) -> None:
+    codes: list[int | None] = [*range(40, 60), 77, 61]
+    path = write_video(tmp_path / "scaled.mkv", codes, scaled)
+    frames = read_codes(path, CODE_RECT, origin=ORIGIN, size=SIZE)
+    assert [f.code for f in frames] == codes
+    with pytest.raises(JudgeError, match="outside the 448x128 video"):
+        read_codes(path, (CODE_RECT[0] + 400, *CODE_RECT[1:]), origin=ORIGIN, size=SIZE)
 
 
 def test_read_code_round_trip_and_rejects_bad_codes() -> None:

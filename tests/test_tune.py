@@ -22,6 +22,7 @@ from framepipe.tunesearch import (
     diagnose,
     fallback_targets,
     nothing_holds,
+    output_heights,
     placements,
     split_cpus,
     threads,
@@ -303,6 +304,23 @@ def test_when_nothing_holds_lower_targets_say_which_one_does() -> None:
     assert near is not None and "needs about 1.3 of the 2 CPUs at 60 fps" in diagnose(near, 2.0, 1.3)
     assert "1920x1080 at 48 fps holds" in text and "framepipe tune --fps 48" in text
     assert text.endswith("no profile written (a profile must not drop frames)")
+
+
+def test_when_full_size_does_not_hold_a_scaled_video_is_tried_before_lower_targets() -> None:
+    def rule(c: Candidate, t: Target, seconds: float) -> dict[str, float]:
+        if c.output_height == 0:
+            return {"ring_full": 30, "ring_peak": 60}  # the encoder cannot keep up at full size
+        return {"cpu": 0.6 if c.output_height == 540 else 0.8}
+
+    verdict = search(rule)[0].run()
+    scaled = [(t.candidate.output_height, t.seconds) for t in verdict.trials if t.candidate.output_height]
+    assert scaled == [(720, 2.5), (720, LONG)]  # the largest first, confirmed at once: 540 not needed
+    assert verdict.chosen is not None and verdict.chosen.candidate.output_height == 720
+    assert verdict.chosen.candidate.settings()["encode"]["output_height"] == 720
+    assert "scaled to 720p" in verdict.chosen.candidate.label()
+    assert verdict.fallbacks_tried == [] and all(t.target == FULL_HD for t in verdict.trials)
+    assert output_heights(1080) == [720, 540] and output_heights(720) == [540, 360] and output_heights(300) == []
+    assert "output_height" not in DEFAULTS.settings()["encode"]
 
 
 def test_a_capture_bound_target_is_named_so() -> None:

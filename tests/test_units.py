@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from pipeline import config as cfg
 from pipeline import messages as msg
 from pipeline.errors import ConfigError
 from pipeline.ring import Geometry, Ring, SlotHeader
+from stages.encode import output_size
 from stages.timestamp import Timeline
 
 P = 1e9 / 60
@@ -62,6 +65,38 @@ def test_ring_hands_out_slots_in_order_and_refuses_when_full() -> None:
         reader.close()
         ring.close()
     assert not Path("/dev/shm/fp_test_unit_order").exists()
+
+
+def test_ring_segment_is_private_prefaulted_and_needs_no_numpy_or_tracker() -> None:
+    Path("/dev/shm/fp_test_unit_lean").unlink(missing_ok=True)  # from an interrupted run
+    code = (
+        "import os, sys\n"
+        "from pipeline.ring import Geometry, Ring\n"
+        "ring = Ring.create('fp_test_unit_lean', Geometry(64, 64, 256), 4)\n"
+        "ring.prefault()\n"
+        "mode = os.stat(ring.path).st_mode & 0o777\n"
+        "blocks = os.stat(ring.path).st_blocks * 512\n"
+        "ring.release(0)\n"
+        "lean = 'numpy' not in sys.modules and 'multiprocessing.resource_tracker' not in sys.modules\n"
+        "print(oct(mode), blocks >= 4 * 64 * 256, lean)\n"
+        "ring.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0o600", "True", "True"]  # user-only; pages allocated; lean start
+    assert not Path("/dev/shm/fp_test_unit_lean").exists()
+    ring = Ring.create("fp_test_unit_lean", Geometry(16, 4, 64), 2)
+    with pytest.raises(FileExistsError):  # a name in use is never taken over
+        Ring.create("fp_test_unit_lean", Geometry(16, 4, 64), 2)
+    ring.close()
+    assert not Path("/dev/shm/fp_test_unit_lean").exists()
+
+
+def test_output_size_keeps_the_aspect_and_even_sizes() -> None:
+    assert output_size(1920, 1080, 0) == (1920, 1080)
+    assert output_size(1920, 1080, 720) == (1280, 720)
+    assert output_size(1920, 1080, 1080) == (1920, 1080)
+    assert output_size(1366, 768, 541) == (960, 540)
+    assert output_size(1280, 720, 2000) == (1280, 720)
 
 
 def test_ring_header_and_pixels_are_shared() -> None:
