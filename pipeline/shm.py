@@ -2,10 +2,11 @@
 
 Every segment is a file in /dev/shm named ``fp_<pid>_<ring>``, with the
 supervisor's pid, readable by this user only. The supervisor creates and
-unlinks them; stages map them by name. No resource tracker is involved (its
-process costs start-up time and it unlinks segments it did not create): at
-start the supervisor removes segments whose supervisor no longer runs (a
-``kill -9`` of the whole group leaves them behind) and says so.
+unlinks them; stages map them by name; a stage whose supervisor died unlinks
+the ones it maps on its way out. No resource tracker is involved (its process
+costs start-up time and it unlinks segments it did not create): at start the
+supervisor removes segments whose supervisor no longer runs (a ``kill -9`` of
+the whole group leaves them behind) and says so.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.errors import SetupError
@@ -92,6 +94,12 @@ def sweep_stale() -> list[str]:
         except OSError:
             pass
     return swept
+
+
+def unlink_segments(names: Iterable[str]) -> None:
+    """Remove segments by name (a stage whose supervisor died, on its way out); gone ones are fine."""
+    for name in names:
+        (SHM_DIR / name).unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

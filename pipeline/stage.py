@@ -25,6 +25,7 @@ from pipeline import messages as msg
 from pipeline.clock import now_ns
 from pipeline.config import StageConfig
 from pipeline.errors import FramepipeError
+from pipeline.shm import unlink_segments
 
 STATS_INTERVAL_NS = 500_000_000
 GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # what a terminal or a service manager sends
@@ -40,6 +41,8 @@ class StageContext:
     inputs: dict[str, Connection] = field(default_factory=dict)  # data paths in, by upstream name
     outputs: dict[str, Connection] = field(default_factory=dict)  # data paths out, by downstream name
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific: ring names, output path
+    rings: tuple[str, ...] = ()  # the shared-memory segments this stage maps
+    supervisor_pid: int = 0  # our parent while it lives
     _last_stats: int = 0
 
     def report(self, message: msg.Message) -> None:
@@ -167,5 +170,7 @@ def run_stage(stage_cls: type[Stage], ctx: StageContext) -> None:
         try:
             stage.close()
         finally:
+            if ctx.supervisor_pid and os.getppid() != ctx.supervisor_pid:
+                unlink_segments(ctx.rings)  # orphaned: nobody else will (mappings still open stay valid)
             ctx.report(msg.Stats(ctx.name, {**final, **usage()}))
             ctx.report(msg.State(ctx.name, "done", {}))

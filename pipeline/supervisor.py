@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 import socket
 import sys
@@ -189,6 +190,8 @@ class Supervisor:
                 inputs={up: pipes[(up, spec.name)][0] for up in spec.inputs},
                 outputs={down: w for (up, down), (_, w) in pipes.items() if up == spec.name},
                 extra={**spec.extra, **{key: ring_names[ring] for key, ring in spec.rings.items()}},
+                rings=tuple(ring_names[ring] for ring in spec.rings.values()),
+                supervisor_pid=os.getpid(),
             )
             process = ctx.Process(target=run_stage, args=(spec.cls, sctx), name=f"fp-{spec.name}", daemon=False)
             # The child starts with group signals blocked (the mask survives exec) until run_stage ignores

@@ -85,7 +85,7 @@ def test_kill_9_of_the_supervisor_leaves_a_closed_file(virtual_screen: VirtualSc
     assert alive == []  # the stages saw their supervisor go, drained and ended
     assert seconds_in(out) >= 3.5
     assert decode_errors(out) == []
-    deadline = time.monotonic() + 10  # the resource tracker unlinks the rings once the last stage is gone
+    deadline = time.monotonic() + 10  # each orphaned stage unlinks the rings it maps on its way out
     while framepipe_segments(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert framepipe_segments(proc.pid) == set()
