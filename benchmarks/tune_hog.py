@@ -25,8 +25,7 @@ from typing import Any
 
 from framepipe import benchcount, benchreport, benchrun, judge
 from framepipe.testscreen import load_info, start_testscreen
-from framepipe.xvfb import VirtualScreen
-from framepipe.xvfb import _stop as stop_process
+from framepipe.xvfb import VirtualScreen, stop_process
 
 FPS = 60
 NOTICE = "framepipe: using tuned profile"

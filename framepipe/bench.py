@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe import benchcount, benchreport, benchrun
-from framepipe.xvfb import _stop as stop_process
+from framepipe.xvfb import stop_process
 from pipeline.errors import ConfigError, SetupError
 
 SETTLE_S = 1.0  # pause between two recorders, so one's exit does not overlap the next one's start

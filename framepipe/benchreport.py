@@ -52,7 +52,7 @@ def _command_output(cmd: Sequence[str]) -> bytes:
         return b""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -75,7 +75,7 @@ def machine() -> dict[str, Any]:
     ]))  # fmt: skip
     libs = getattr(av, "library_versions", {})
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores_logical": os.cpu_count(),
         "cores_physical": psutil.cpu_count(logical=False),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),

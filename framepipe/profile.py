@@ -70,9 +70,9 @@ class Machine:
 
 def cpu_model() -> str:
     """The CPU model name (the bench's reading of /proc/cpuinfo)."""
-    from framepipe.benchreport import _cpu_model
+    from framepipe.benchreport import cpu_model
 
-    return _cpu_model()
+    return cpu_model()
 
 
 def display_size(display: str | None = None) -> str:

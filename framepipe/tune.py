@@ -37,8 +37,7 @@ from framepipe.tunesearch import (
     nothing_holds,
     split_cpus,
 )
-from framepipe.xvfb import XvfbError
-from framepipe.xvfb import _stop as stop_process
+from framepipe.xvfb import XvfbError, stop_process
 from pipeline.config import ScreenConfig, build_section
 from pipeline.errors import ConfigError, SetupError
 

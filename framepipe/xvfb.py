@@ -156,13 +156,13 @@ class VirtualScreen:
                     self._proc, self.number = proc, number
                     return None
                 time.sleep(0.02)
-            _stop(proc)
+            stop_process(proc)
             return f"Xvfb :{number} did not accept connections within {self.timeout_s:g} s"
 
     def stop(self) -> None:
         """Stop the server: terminate, wait, then kill."""
         if self._proc is not None:
-            _stop(self._proc)
+            stop_process(self._proc)
             self._proc = None
 
     def __enter__(self) -> VirtualScreen:
@@ -173,7 +173,7 @@ class VirtualScreen:
         self.stop()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
