@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from framepipe.judge import count_frames
 from framepipe.testscreen import start_testscreen
@@ -69,7 +70,7 @@ def main() -> int:
                     rows[name].append({"stop_s": stop_s, "file_s": probe_seconds(out)})
         finally:
             painter.terminate()
-    result = {
+    result: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
         "runs": rows,

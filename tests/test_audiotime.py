@@ -47,7 +47,7 @@ class Device:
 
     def blocks_until(self, t_ns: float, lost: tuple[int, int] | None = None) -> list[Block]:
         """Every callback that arrives by ``t_ns``; ``lost``: (first sample, count) the device drops."""
-        out = []
+        out: list[Block] = []
         while True:
             end = self.sent + self.block
             started = self.capture_ns(end) + self.rng.uniform(0, 3e5)  # PortAudio starts the callback

@@ -51,9 +51,9 @@ def write_file(path: Path, seconds: float, offset_ms: float, drift_ppm: float = 
             out.mux(video.encode(frame))
         for first in range(0, len(audio), 1024):
             block = audio[first : first + 1024]
-            frame = av.AudioFrame.from_ndarray(np.stack([block, block]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = RATE, first, Fraction(1, RATE)
-            out.mux(sound.encode(frame))
+            samples = av.AudioFrame.from_ndarray(np.stack([block, block]), format="fltp", layout="stereo")
+            samples.sample_rate, samples.pts, samples.time_base = RATE, first, Fraction(1, RATE)
+            out.mux(sound.encode(samples))
         out.mux(video.encode(None))
         out.mux(sound.encode(None))
     return path

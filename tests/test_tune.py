@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_framepipe
@@ -75,7 +76,7 @@ def test_profile_round_trip_loads_through_the_pipeline_config() -> None:
      ({"cpu": "Another CPU 9000"}, "CPU Another CPU 9000"),
      ({"hostname": "elsewhere"}, "host elsewhere")],
 )
-def test_a_profile_from_another_machine_is_ignored_with_one_warning(change: dict[str, str], needle: str) -> None:
+def test_a_profile_from_another_machine_is_ignored_with_one_warning(change: dict[str, Any], needle: str) -> None:
     other = dataclasses.replace(here(), **change)
     path = write_profile(other)
     used, warning = profile.for_record(HERE)
@@ -152,7 +153,7 @@ def test_the_notice_says_when_a_recording_asks_more_than_was_tuned() -> None:
 
 
 def trial(cand: Candidate = DEFAULTS, target: Target = FULL_HD, seconds: float = 2.5, cpu: float = 1.0,
-          **figures: int) -> Trial:
+          **figures: Any) -> Trial:
     return Trial(cand, target, seconds, cores=2, cpu_cores=cpu, ring_slots=60, **figures)
 
 
@@ -170,7 +171,8 @@ def test_choose_keeps_the_holding_candidate_with_the_most_headroom() -> None:
 
 def test_a_trial_holds_only_without_loss_drops_or_a_filling_ring() -> None:
     assert trial().holds
-    for figures in ({"lost": 1}, {"ring_full": 1}, {"late": 1}, {"shed": 1}, {"ring_peak": 31}):
+    cases: list[dict[str, Any]] = [{"lost": 1}, {"ring_full": 1}, {"late": 1}, {"shed": 1}, {"ring_peak": 31}]
+    for figures in cases:
         assert not trial(**figures).holds, figures
     assert not dataclasses.replace(trial(), error="boom").holds
     assert trial(cpu=0.5).headroom == pytest.approx(0.75)
@@ -187,7 +189,8 @@ class FakeRunner:
     """Trials decided by a rule; the clock advances by each trial's length plus start-up."""
 
     def __init__(self, rule: Callable[[Candidate, Target, float], dict[str, float]]) -> None:
-        self.rule, self.now, self.ran = rule, 0.0, []
+        self.rule, self.now = rule, 0.0
+        self.ran: list[tuple[Candidate, Target, float]] = []
 
     def clock(self) -> float:
         return self.now
@@ -199,7 +202,7 @@ class FakeRunner:
         return trial(cand, target, seconds, cpu=figures.pop("cpu", 1.0), **{k: int(v) for k, v in figures.items()})
 
 
-def search(rule: Callable[[Candidate, Target, float], dict[str, float]], budget: float = 110, **space: object) -> tuple[
+def search(rule: Callable[[Candidate, Target, float], dict[str, float]], budget: float = 110, **space: Any) -> tuple[
         Search, FakeRunner]:
     runner = FakeRunner(rule)
     s = Search(Space(cores=2, **space), FULL_HD, 2.5, runner, budget, say=lambda line: None, clock=runner.clock)
