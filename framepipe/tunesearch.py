@@ -191,10 +191,14 @@ def split_cpus(load: Mapping[int, float]) -> tuple[tuple[int, ...], tuple[int, .
 
 def placements(space: Space, base: Candidate, holds: bool) -> list[Candidate]:
     """Least intrusive first: as configured; the encoder at normal priority; kept off busy CPUs (niced, then
-    not); capture moved beside the busy program; where this user may raise priorities, capture's raised,
-    then capture's and the encoder's above other programs (capture first, the encoder next)."""
+    not); capture moved beside the busy program; then the encoder above other programs too. Where this
+    user may raise priorities and another program keeps a CPU busy, capture runs above it in every
+    candidate: it needs a few per cent of a CPU, on time (a grab that waits for a CPU shows the next
+    frame: a short trial may pass by luck, a long recording does not)."""
     if space.quick:
         return [base]
+    if space.raise_priority and space.busy:
+        base = replace(base, capture_nice=CAPTURE_NICE)
     out = [base, replace(base, encode_nice=0)]
     enc = space.free if len(space.free) < 3 else space.free[1:]
     if space.busy and space.free and space.encode_cores <= PIN_MARGIN * len(enc):
@@ -202,8 +206,9 @@ def placements(space: Space, base: Candidate, holds: bool) -> list[Candidate]:
         out += [replace(base, encode_cpus=enc), replace(base, encode_cpus=enc, encode_nice=0),
                 replace(base, encode_cpus=enc, encode_nice=0, capture_cpus=cap)]
     if space.raise_priority:
-        out += [replace(out[-1], capture_nice=CAPTURE_NICE),
-                replace(base, capture_nice=CAPTURE_NICE, encode_nice=ENCODE_NICE)]
+        if not space.busy:
+            out.append(replace(out[-1], capture_nice=CAPTURE_NICE))
+        out.append(replace(base, capture_nice=CAPTURE_NICE, encode_nice=ENCODE_NICE))
     return out
 
 

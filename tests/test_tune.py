@@ -236,12 +236,14 @@ def test_the_search_pins_the_encoder_off_the_busy_cpu_and_prunes() -> None:
 def test_placements_go_from_least_to_most_intrusive() -> None:
     busy = Space(cores=2, busy=(0,), free=(1,), raise_priority=True)
     got = [(c.encode_cpus, c.encode_nice, c.capture_cpus, c.capture_nice) for c in placements(busy, DEFAULTS, False)]
-    assert got == [((), 10, (), 0), ((), 0, (), 0), ((1,), 10, (), 0), ((1,), 0, (), 0), ((1,), 0, (0,), 0),
-                   ((1,), 0, (0,), -10), ((), -5, (), -10)]
+    assert got == [((), 10, (), -10), ((), 0, (), -10), ((1,), 10, (), -10), ((1,), 0, (), -10),
+                   ((1,), 0, (0,), -10), ((), -5, (), -10)]  # capture above the busy program throughout
+    quiet = [(c.encode_nice, c.capture_nice) for c in placements(Space(cores=2, raise_priority=True), DEFAULTS, False)]
+    assert quiet == [(10, 0), (0, 0), (0, -10), (-5, -10)]  # nothing busy: capture raised only later
     even = [(c.encode_cpus, c.encode_nice) for c in placements(Space(cores=2), DEFAULTS, False)]
     assert even == [((), 10), ((), 0)]  # no CPU is busier: nothing to pin, no privilege: no capture priority
     heavy = [c.encode_cpus for c in placements(dataclasses.replace(busy, encode_cores=1.1), DEFAULTS, False)]
-    assert heavy == [(), (), (), ()]  # one free CPU cannot carry an encoder that needs 1.1: never pinned there
+    assert heavy == [(), (), ()]  # one free CPU cannot carry an encoder that needs 1.1: never pinned there
     many = placements(Space(cores=8, busy=(0,), free=(3, 1, 2, 4, 5, 6, 7)), DEFAULTS, False)[-1]
     assert many.capture_cpus == (3,) and many.encode_cpus == (1, 2, 4, 5, 6, 7)  # capture on the least busy
     assert placements(dataclasses.replace(busy, quick=True), DEFAULTS, False) == [DEFAULTS]
