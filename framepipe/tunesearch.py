@@ -433,19 +433,23 @@ class Search:
         self.verdict.chosen = choose(self.verdict.trials, self.target, self.longer)
 
     def scale(self) -> None:
-        """Nothing holds at full size: the closest candidate with the video scaled down, largest first; the
-        first that holds is confirmed at once and, confirmed, chosen."""
+        """Nothing holds at full size: the closest candidate with the video scaled down, largest first, its
+        encoder first at no more than normal priority (a smaller video needs less; an encoder above other
+        programs also delays the X server, and with it the grabs); the first that holds is confirmed at
+        once and, confirmed, chosen."""
         near = closest(self.verdict.trials, self.target)
         if near is None or self.space.quick:
             return
+        gentle = replace(near.candidate, encode_nice=max(0, near.candidate.encode_nice))
         for height in output_heights(self.target.region[3]):
-            cand = replace(near.candidate, output_height=height)
-            if self.tried(cand) or not self.time_left():
-                continue
-            if self.trial(cand, self.target, self.seconds, "scale").holds and \
-                    self.trial(cand, self.target, self.longer, "confirm").holds:
-                self.verdict.chosen = choose(self.verdict.trials, self.target, self.longer)
-                return
+            for base in dict.fromkeys((gentle, near.candidate)):
+                cand = replace(base, output_height=height)
+                if self.tried(cand) or not self.time_left():
+                    continue
+                if self.trial(cand, self.target, self.seconds, "scale").holds and \
+                        self.trial(cand, self.target, self.longer, "confirm").holds:
+                    self.verdict.chosen = choose(self.verdict.trials, self.target, self.longer)
+                    return
 
     def fall_back(self) -> None:
         """Nothing holds: try the closest candidate at lower targets; keep the first that holds."""

@@ -318,13 +318,24 @@ def test_when_full_size_does_not_hold_a_scaled_video_is_tried_before_lower_targe
         return {"cpu": 0.6 if c.output_height == 540 else 0.8}
 
     verdict = search(rule)[0].run()
-    scaled = [(t.candidate.output_height, t.seconds) for t in verdict.trials if t.candidate.output_height]
-    assert scaled == [(720, 2.5), (720, LONG)]  # the largest first, confirmed at once: 540 not needed
+    scaled = [(t.candidate.output_height, t.candidate.encode_nice, t.seconds) for t in verdict.trials
+              if t.candidate.output_height]
+    assert scaled == [(720, 10, 2.5), (720, 10, LONG)]  # the largest first, confirmed at once: 540 not needed
     assert verdict.chosen is not None and verdict.chosen.candidate.output_height == 720
     assert verdict.chosen.candidate.settings()["encode"]["output_height"] == 720
     assert "scaled to 720p" in verdict.chosen.candidate.label()
     assert verdict.fallbacks_tried == [] and all(t.target == FULL_HD for t in verdict.trials)
     assert output_heights(1080) == [720, 540] and output_heights(720) == [540, 360] and output_heights(300) == []
+
+    def raised(c: Candidate, t: Target, seconds: float) -> dict[str, float]:
+        if c.output_height == 0:
+            return {"ring_full": 3} if c.encode_nice < 0 else {"ring_full": 30, "ring_peak": 60}
+        return {"lost": 1} if c.encode_nice < 0 else {"cpu": 0.8}  # above other programs it delays the grabs
+
+    verdict = search(raised, raise_priority=True)[0].run()
+    first = next(t.candidate for t in verdict.trials if t.candidate.output_height)
+    assert (first.output_height, first.encode_nice) == (720, 0)  # the closest was the encoder at -5: scaled, it first runs at normal priority
+    assert verdict.chosen is not None and verdict.chosen.candidate.encode_nice == 0
     assert "output_height" not in DEFAULTS.settings()["encode"]
 
 
