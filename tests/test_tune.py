@@ -334,7 +334,7 @@ def test_when_full_size_does_not_hold_a_scaled_video_is_tried_before_lower_targe
 
     verdict = search(raised, raise_priority=True)[0].run()
     first = next(t.candidate for t in verdict.trials if t.candidate.output_height)
-    assert (first.output_height, first.encode_nice) == (720, 0)  # the closest was the encoder at -5: scaled, it first runs at normal priority
+    assert (first.output_height, first.encode_nice) == (720, 0)  # the closest was at -5: scaled, first at 0
     assert verdict.chosen is not None and verdict.chosen.candidate.encode_nice == 0
     assert "output_height" not in DEFAULTS.settings()["encode"]
 
