@@ -433,16 +433,21 @@ class Search:
         self.verdict.chosen = choose(self.verdict.trials, self.target, self.longer)
 
     def scale(self) -> None:
-        """Nothing holds at full size: the closest candidate with the video scaled down, largest first, its
-        encoder first at no more than normal priority (a smaller video needs less; an encoder above other
-        programs also delays the X server, and with it the grabs); the first that holds is confirmed at
-        once and, confirmed, chosen."""
+        """Nothing holds at full size: the closest candidate with the video scaled down, largest first. A
+        smaller video needs less of the encoder, so its placement goes back to the least intrusive first:
+        as configured (the encoder below other programs: the X server, which serves every grab, and the
+        programs on screen come first), then at normal priority, then as the closest was. The first that
+        holds is confirmed at once and, confirmed, chosen."""
         near = closest(self.verdict.trials, self.target)
         if near is None or self.space.quick:
             return
+        first = placements(self.space, Candidate(backend=self.space.backend, ring_seconds=self.space.ring_seconds),
+                           False)[0]  # fmt: skip
+        as_configured = replace(near.candidate, encode_nice=first.encode_nice, encode_cpus=first.encode_cpus,
+                                capture_nice=first.capture_nice, capture_cpus=first.capture_cpus)  # fmt: skip
         gentle = replace(near.candidate, encode_nice=max(0, near.candidate.encode_nice))
         for height in output_heights(self.target.region[3]):
-            for base in dict.fromkeys((gentle, near.candidate)):
+            for base in dict.fromkeys((as_configured, gentle, near.candidate)):
                 cand = replace(base, output_height=height)
                 if self.tried(cand) or not self.time_left():
                     continue

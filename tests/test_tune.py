@@ -330,11 +330,13 @@ def test_when_full_size_does_not_hold_a_scaled_video_is_tried_before_lower_targe
     def raised(c: Candidate, t: Target, seconds: float) -> dict[str, float]:
         if c.output_height == 0:
             return {"ring_full": 3} if c.encode_nice < 0 else {"ring_full": 30, "ring_peak": 60}
-        return {"lost": 1} if c.encode_nice < 0 else {"cpu": 0.8}  # above other programs it delays the grabs
+        if c.encode_nice < 0:
+            return {"lost": 1}  # above other programs it delays the X server, and the grabs
+        return {"ring_full": 2} if c.encode_nice > 0 else {"cpu": 0.8}
 
     verdict = search(raised, raise_priority=True)[0].run()
-    first = next(t.candidate for t in verdict.trials if t.candidate.output_height)
-    assert (first.output_height, first.encode_nice) == (720, 0)  # the closest was at -5: scaled, first at 0
+    tried = [(t.candidate.output_height, t.candidate.encode_nice) for t in verdict.trials if t.candidate.output_height]
+    assert tried == [(720, 10), (720, 0), (720, 0)]  # the closest was at -5: scaled, as configured first, then at 0
     assert verdict.chosen is not None and verdict.chosen.candidate.encode_nice == 0
     assert "output_height" not in DEFAULTS.settings()["encode"]
 
