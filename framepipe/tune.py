@@ -214,6 +214,8 @@ def tune(options: TuneOptions) -> int:
                             need))
         return 1
     chosen = verdict.chosen
+    if verdict.note:
+        print(f"tune: {verdict.note}")
     path = save(found, here, chosen, verdict.trials, options, took)
     print(f"tune: chose {chosen.candidate.label()}: holds {target.label()}, lost 0, dropped 0, "
           f"CPU {chosen.cpu_cores:.2f} of {chosen.cores} cores (headroom {chosen.headroom:.0%})")

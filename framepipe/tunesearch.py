@@ -341,6 +341,7 @@ class Verdict:
     fallback: Trial | None = None  # when nothing holds: a lower target that holds
     fallbacks_tried: list[Target] = field(default_factory=list)
     skipped: int = 0  # candidates left out for time
+    note: str | None = None  # why the chosen one is not the first that held
 
 
 Runner = Callable[[Candidate, Target, float], Trial]
@@ -373,6 +374,14 @@ class Search:
                  f"{t.figures()}")
         return t
 
+    def free_cpus(self) -> int:
+        return self.space.cores - len(self.space.busy)
+
+    def comfortable(self, trial: Trial) -> bool:
+        """A holding trial that did not need CPU from programs already keeping a CPU busy: the recorder used
+        at most PIN_MARGIN of the CPUs they leave free (they would take it back in a longer recording)."""
+        return not self.space.busy or trial.cpu_cores <= PIN_MARGIN * self.free_cpus()
+
     def time_left(self) -> bool:
         """Whether one more short trial fits in the budget (judged by the trials so far)."""
         walls = [t.wall_s for t in self.verdict.trials if t.wall_s]
@@ -386,6 +395,18 @@ class Search:
         self.place()
         self.explore()
         self.confirm()
+        full = self.verdict.chosen
+        if full is not None and not self.comfortable(full):
+            self.verdict.chosen = None
+            self.scale()
+            if self.verdict.chosen is None or not self.comfortable(self.verdict.chosen):
+                self.verdict.chosen = full  # scaling did not help: full size it is, thin as it is
+            else:
+                self.verdict.note = (
+                    f"full size holds only with CPU the busy program would otherwise have ({full.cpu_cores:.2f} "
+                    f"cores used, {self.free_cpus()} CPU(s) free): a longer recording would fall behind when it "
+                    f"takes its CPU back; the video scaled to {self.verdict.chosen.candidate.output_height}p holds "
+                    "with room")
         if self.verdict.chosen is None:
             self.scale()
         if self.verdict.chosen is None:

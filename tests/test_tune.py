@@ -213,7 +213,7 @@ def test_the_search_pins_the_encoder_off_the_busy_cpu_and_prunes() -> None:
     def rule(c: Candidate, t: Target, seconds: float) -> dict[str, float]:
         if c.encode_cpus != (1,):
             return {"ring_full": 40}
-        cpu = {"ultrafast": 1.0, "superfast": 1.3}.get(c.preset, 1.5) - (0.1 if c.thread_type == "SLICE" else 0)
+        cpu = {"ultrafast": 0.8, "superfast": 1.3}.get(c.preset, 1.5) - (0.1 if c.thread_type == "SLICE" else 0)
         return {"cpu": cpu, "lost": 2 if c.preset == "veryfast" else 0}
 
     s, runner = search(rule, busy=(0,), free=(1,))
@@ -339,6 +339,19 @@ def test_when_full_size_does_not_hold_a_scaled_video_is_tried_before_lower_targe
     assert tried == [(720, 10), (720, 0), (720, 0)]  # the closest was at -5: scaled, as configured first, then at 0
     assert verdict.chosen is not None and verdict.chosen.candidate.encode_nice == 0
     assert "output_height" not in DEFAULTS.settings()["encode"]
+
+
+def test_full_size_that_needs_the_busy_programs_cpu_gives_way_to_a_scaled_video() -> None:
+    def rule(c: Candidate, t: Target, seconds: float) -> dict[str, float]:
+        if c.output_height:
+            return {"cpu": 0.7}
+        return {"cpu": 1.04} if c.encode_nice == 0 else {"ring_full": 30, "ring_peak": 60}
+
+    verdict = search(rule, busy=(0,), free=(1,), encode_cores=1.0)[0].run()
+    assert verdict.chosen is not None and verdict.chosen.candidate.output_height == 720
+    assert verdict.note is not None and "1.04 cores used, 1 CPU(s) free" in verdict.note
+    quiet = search(rule)[0].run()  # nothing busy: 1.04 of 2 CPUs is room enough, full size stays
+    assert quiet.chosen is not None and quiet.chosen.candidate.output_height == 0 and quiet.note is None
 
 
 def test_a_capture_bound_target_is_named_so() -> None:
