@@ -201,6 +201,7 @@ def stats_of(
             "encoded": enc.get("encoded", 0),
             "written": enc.get("packets", 0),
             "repeats": ts.get("repeats", 0),
+            "repeats_not_written": enc.get("repeats_not_written", 0),
             "skips": ts.get("skips", 0),
             "dropped": sum(dropped.values()),
             "dropped_by_reason": dropped,
@@ -239,6 +240,12 @@ def scaled(stats: dict[str, Any]) -> str:
     return f", scaled from {rect['width']}x{rect['height']} to {size[0]}x{size[1]}"
 
 
+def behind(frames: dict[str, Any]) -> str:
+    """" (N not written: the encoder was behind)" when repeats were left out, else nothing."""
+    n = frames.get("repeats_not_written", 0)
+    return f" ({n} not written: the encoder was behind)" if n else ""
+
+
 def summary(stats: dict[str, Any]) -> str:
     """A short report for people at the end of a recording."""
     f = stats["frames"]
@@ -249,7 +256,7 @@ def summary(stats: dict[str, Any]) -> str:
         f"at {stats['fps']:g} fps" + scaled(stats),
         f"  dropped {f['dropped']} (ring full {f['dropped_by_reason']['ring_full']}, "
         f"late {f['dropped_by_reason']['capture_late']}, shed {f['dropped_by_reason']['encoder_shed']}), "
-        f"repeats {f['repeats']}, skips {f['skips']}, "
+        f"repeats {f['repeats']}{behind(f)}, skips {f['skips']}, "
         f"ring peak {stats['ring']['peak_fill']}/{stats['ring']['slots']}",
         f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms; "
         f"CPU {cpu / secs:.2f} cores",

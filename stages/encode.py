@@ -2,7 +2,11 @@
 
 Each slot is wrapped once as a PyAV frame (``from_numpy_buffer``, no copy),
 converted to YUV once by one cached scaler, and given back to capture at once;
-a constant-frame-rate repeat re-encodes the last converted picture. MKV is the default container;
+a constant-frame-rate repeat re-encodes the last converted picture, unless the
+encoder is more than half a second behind the clock: then the repeat is left out
+(the picture stays on screen through the pts gap all the same) so that an
+overloaded encoder catches up and the video keeps pace with the audio instead
+of ending seconds short. MKV is the default container;
 ``.mp4`` is written fragmented, so a crash leaves a playable file. Audio
 blocks, when the plan has an audio stage, come on a second input and go to
 their own streams in the same file (``stages.audioenc``); the file is closed
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import messages as msg
-from pipeline.clock import now_ns
+from pipeline.clock import NS_PER_S, now_ns
 from pipeline.config import EncodeConfig
 from pipeline.errors import ConfigError, FramepipeError
 from pipeline.ring import Ring
@@ -41,6 +45,7 @@ LATENCY_BIN_NS = 250_000  # capture-to-packet latency histogram: 0.25 ms bins ..
 LATENCY_BINS = 20_000  # ... up to 5 s
 
 
+BEHIND_NS = 500_000_000  # a repeat this far behind the clock is not encoded (see Encoder.handle)
 SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
 SHED_LOW = 0.2  # ... and stop once it has drained to this
 LOW_SPACE_BYTES = 1 << 30  # warn when the output's disk has less than this left ...
@@ -200,7 +205,8 @@ class Encoder(Stage):
         self.latency_hist = np.zeros(LATENCY_BINS, np.int64)  # bounded memory for hours of recording
         self.base_time = 0
         self.counts = {
-            "encoded": 0, "repeated": 0, "held_skips": 0, "shed": 0, "packets": 0, "bytes": 0, "seq_mismatch": 0,
+            "encoded": 0, "repeated": 0, "repeats_not_written": 0, "held_skips": 0, "shed": 0, "packets": 0,
+            "bytes": 0, "seq_mismatch": 0,
         }  # fmt: skip
         self.space = DiskWatch(extra["output"], self.ctx.warn)
         self.audio: AudioEncoder | None = None  # added in run(), once the audio stage named its tracks
@@ -268,11 +274,19 @@ class Encoder(Stage):
             self._encode(message.pts)
             self.counts["encoded"] += 1
         elif isinstance(message, msg.Repeat):
+            if self._behind(message.pts):  # overloaded: the picture stays on screen all the same (a pts gap),
+                self.counts["repeats_not_written"] += 1  # and the encoder catches up instead of falling behind
+                return
             self._encode(message.pts)
             self.counts["repeated"] += 1
         elif isinstance(message, msg.Hold):
             self._release(message.slot, message.seq)
             self.counts["held_skips"] += 1
+
+    def _behind(self, pts: int) -> bool:
+        """Whether the frame at ``pts`` is more than BEHIND_NS older than now: the encoder is not keeping up."""
+        due_ns = self.base_time + int(pts * self.time_base * NS_PER_S)
+        return now_ns() - due_ns > BEHIND_NS
 
     def _shed(self) -> bool:
         """Under the "shed" policy, whether to skip converting this frame (the ring is filling up)."""
