@@ -29,6 +29,7 @@ HARDWARE = ("h264_nvenc", "h264_qsv", "h264_amf", "h264_videotoolbox")  # tried 
 PRESETS = ("ultrafast", "superfast", "veryfast")  # libx264, cheapest first
 CAPTURE_NICE = -10  # capture's priority, tried last, where this user may raise priorities ...
 ENCODE_NICE = -5  # ... and the encoder's: above a busy program, below capture
+YIELD_NICE = 10  # the encoder below other programs: tried for a scaled video, which needs less
 PIN_MARGIN = 0.85  # the encoder is pinned to free CPUs only when it needs at most this share of them
 RING_LIMIT = 0.5  # a trial whose ring filled past this fraction ...
 SUSTAIN_S = 0.5  # ... or past this many seconds of frames is not sustained: it would drop in a longer recording
@@ -209,7 +210,7 @@ def placements(space: Space, base: Candidate, holds: bool) -> list[Candidate]:
         if not space.busy:
             out.append(replace(out[-1], capture_nice=CAPTURE_NICE))
         out.append(replace(base, capture_nice=CAPTURE_NICE, encode_nice=ENCODE_NICE))
-    return out
+    return list(dict.fromkeys(out))  # as configured may already be one of them
 
 
 def encoders(space: Space, base: Candidate, holds: bool) -> list[Candidate]:
@@ -456,9 +457,9 @@ class Search:
     def scale(self) -> None:
         """Nothing holds at full size: the closest candidate with the video scaled down, largest first. A
         smaller video needs less of the encoder, so its placement goes back to the least intrusive first:
-        as configured (the encoder below other programs: the X server, which serves every grab, and the
-        programs on screen come first), then at normal priority, then as the closest was. The first that
-        holds is confirmed at once and, confirmed, chosen."""
+        the encoder below other programs (the X server, which serves every grab, and the programs on
+        screen come first; the ring absorbs its lag), as configured, at normal priority, then as the
+        closest was. The first that holds is confirmed at once and, confirmed, chosen."""
         near = closest(self.verdict.trials, self.target)
         if near is None or self.space.quick:
             return
@@ -467,8 +468,9 @@ class Search:
         as_configured = replace(near.candidate, encode_nice=first.encode_nice, encode_cpus=first.encode_cpus,
                                 capture_nice=first.capture_nice, capture_cpus=first.capture_cpus)  # fmt: skip
         gentle = replace(near.candidate, encode_nice=max(0, near.candidate.encode_nice))
+        yielding = replace(as_configured, encode_nice=YIELD_NICE)
         for height in output_heights(self.target.region[3]):
-            for base in dict.fromkeys((as_configured, gentle, near.candidate)):
+            for base in dict.fromkeys((yielding, as_configured, gentle, near.candidate)):
                 cand = replace(base, output_height=height)
                 if self.tried(cand) or not self.time_left():
                     continue

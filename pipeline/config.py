@@ -67,9 +67,8 @@ class TimestampConfig(StageConfig):
 
 @dataclass(frozen=True)
 class EncodeConfig(StageConfig):
-    """The encoder and muxer (fp-encode). Niced by default: the ring absorbs its lag, capture never waits."""
+    """The encoder and muxer (fp-encode). At normal priority by default: niced, it starves beside busy programs."""
 
-    nice: int = _opt(10, lo=-20, hi=19)  # below capture and the X server, so grabs run on time
     encoder: str = _opt("libx264", choices=ENCODERS)  # video codec; hardware ones are tried and fall back to libx264
     preset: str = _opt("ultrafast")  # encoder speed preset (libx264: ultrafast ... veryslow)
     crf: int = _opt(23, lo=0, hi=51)  # constant rate factor: lower is better quality, bigger file
