@@ -64,6 +64,24 @@ def count_frames(path: str | Path) -> int:
     return int(text) if text.isdigit() else 0
 
 
+def video_span_s(path: str | Path) -> float:
+    """Seconds from the first video frame to the end of the last one, by the packets' times (a file with pts
+    gaps, where an overloaded encoder left repeats out, spans its whole time with fewer frames)."""
+    try:
+        container = av.open(str(path))
+    except (OSError, av.FFmpegError) as exc:
+        raise JudgeError(f"cannot open {path}: {exc}") from exc
+    with container:
+        stream = container.streams.video[0]
+        times = [(float(p.pts * p.time_base), float((p.duration or 0) * p.time_base))
+                 for p in container.demux(stream) if p.pts is not None]  # fmt: skip
+    if not times:
+        return 0.0
+    first = min(t for t, _ in times)
+    last, duration = max(times)
+    return last + duration - first
+
+
 def read_code(luma: np.ndarray) -> int | None:
     """The code in ``luma`` (CODE_HEIGHT x CODE_WIDTH, 8-bit), or None if any bit disagrees."""
     inner = luma[CODE_BORDER:CODE_BORDER + 2 * CODE_BLOCK, CODE_BORDER:CODE_BORDER + CODE_BITS * CODE_BLOCK]

@@ -202,6 +202,7 @@ class Encoder(Stage):
         self.overload = config.overload
         self.shedding = False
         self.capture_of_pts: dict[int, int] = {}
+        self.unwritten_end: int | None = None  # the last tick, when it was a repeat left out
         self.latency_hist = np.zeros(LATENCY_BINS, np.int64)  # bounded memory for hours of recording
         self.base_time = 0
         self.counts = {
@@ -276,6 +277,7 @@ class Encoder(Stage):
         elif isinstance(message, msg.Repeat):
             if self._behind(message.pts):  # overloaded: the picture stays on screen all the same (a pts gap),
                 self.counts["repeats_not_written"] += 1  # and the encoder catches up instead of falling behind
+                self.unwritten_end = message.pts
                 return
             self._encode(message.pts)
             self.counts["repeated"] += 1
@@ -305,6 +307,7 @@ class Encoder(Stage):
         self.ring.release()
 
     def _encode(self, pts: int) -> None:
+        self.unwritten_end = None
         if self.last is None:
             return
         self.last.pts = pts
@@ -334,6 +337,10 @@ class Encoder(Stage):
     def finish(self, flush: bool = True) -> None:
         """Flush the encoder (unless stopping fast) and close the container: the file is complete after this."""
         if flush:
+            if self.unwritten_end is not None:  # end on the last tick: the video spans the whole recording
+                self.counts["repeats_not_written"] -= 1
+                self.counts["repeated"] += 1
+                self._encode(self.unwritten_end)
             self._mux(self.stream.encode(None))
             if self.audio is not None:
                 self._write(self.audio.flush())

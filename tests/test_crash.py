@@ -12,7 +12,7 @@ import psutil
 import pytest
 from conftest import framepipe_cmd, framepipe_segments, run_framepipe
 
-from framepipe.judge import count_frames
+from framepipe.judge import video_span_s
 from framepipe.xvfb import VirtualScreen
 
 
@@ -45,8 +45,8 @@ def wait_recording(out: Path, wait_s: float = 30) -> None:
 
 
 def seconds_in(path: Path) -> float:
-    """Duration of the video that decodes, by counting frames (the container's own header may be unfinished)."""
-    return count_frames(path) / 60
+    """Duration of the video, by its packets' times (the container's own header may be unfinished)."""
+    return video_span_s(path)
 
 
 def decode_errors(path: Path) -> list[str]:
