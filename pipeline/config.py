@@ -67,7 +67,10 @@ class TimestampConfig(StageConfig):
 
 @dataclass(frozen=True)
 class EncodeConfig(StageConfig):
-    """The encoder and muxer (fp-encode). At normal priority by default: niced, it starves beside busy programs."""
+    """The encoder and muxer (fp-encode). Niced a little by default: capture, at 0, wins the CPU when it wakes
+    (a grab a tick late is a frame lost); niced +10 it starved beside busy programs."""
+
+    nice: int = _opt(3, lo=-20, hi=19)  # weight 526 against 1024: about half a fair share beside busy programs
 
     encoder: str = _opt("libx264", choices=ENCODERS)  # video codec; hardware ones are tried and fall back to libx264
     preset: str = _opt("ultrafast")  # encoder speed preset (libx264: ultrafast ... veryslow)

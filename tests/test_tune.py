@@ -220,12 +220,13 @@ def test_the_search_pins_the_encoder_off_the_busy_cpu_and_prunes() -> None:
     verdict = s.run()
     tried = [(c.encode_cpus, c.encode_nice, c.preset, sec) for c, _, sec in runner.ran]
     assert tried == [
-        ((), 0, "ultrafast", 2.5),  # as configured: fails
-        ((1,), 0, "ultrafast", 2.5),  # the encoder off the busy CPU: holds ...
-        ((1,), 0, "ultrafast", LONG),  # ... and is confirmed at once: placement stops
+        ((), 3, "ultrafast", 2.5),  # as configured: fails
+        ((), 0, "ultrafast", 2.5),  # the encoder at normal priority: fails
+        ((1,), 3, "ultrafast", 2.5),  # the encoder off the busy CPU: holds ...
+        ((1,), 3, "ultrafast", LONG),  # ... and is confirmed at once: placement stops
         # threads: none on one CPU
-        ((1,), 0, "superfast", 2.5),  # presets while they hold ...
-        ((1,), 0, "veryfast", 2.5),  # ... until one fails; none has more headroom: nothing more to confirm
+        ((1,), 3, "superfast", 2.5),  # presets while they hold ...
+        ((1,), 3, "veryfast", 2.5),  # ... until one fails; none has more headroom: nothing more to confirm
     ]
     assert verdict.chosen is not None and verdict.chosen.seconds == LONG
     assert verdict.chosen.candidate == Candidate(encode_cpus=(1,))
@@ -235,16 +236,14 @@ def test_the_search_pins_the_encoder_off_the_busy_cpu_and_prunes() -> None:
 def test_placements_go_from_least_to_most_intrusive() -> None:
     busy = Space(cores=2, busy=(0,), free=(1,), raise_priority=True)
     got = [(c.encode_cpus, c.encode_nice, c.capture_cpus, c.capture_nice) for c in placements(busy, DEFAULTS, False)]
-    assert got == [((), 0, (), -10), ((1,), 0, (), -10), ((1,), 0, (0,), -10),
-                   ((), -5, (), -10)]  # capture above the busy program throughout
+    assert got == [((), 3, (), -10), ((), 0, (), -10), ((1,), 3, (), -10), ((1,), 0, (), -10),
+                   ((1,), 0, (0,), -10), ((), -5, (), -10)]  # capture above the busy program throughout
     quiet = [(c.encode_nice, c.capture_nice) for c in placements(Space(cores=2, raise_priority=True), DEFAULTS, False)]
-    assert quiet == [(0, 0), (0, -10), (-5, -10)]  # nothing busy: capture raised only later
+    assert quiet == [(3, 0), (0, 0), (0, -10), (-5, -10)]  # nothing busy: capture raised only later
     even = [(c.encode_cpus, c.encode_nice) for c in placements(Space(cores=2), DEFAULTS, False)]
-    niced = [(c.encode_cpus, c.encode_nice) for c in placements(Space(cores=2), Candidate(encode_nice=10), False)]
-    assert niced == [((), 10), ((), 0)]  # a niced encoder (a config's) is tried at normal priority next
-    assert even == [((), 0)]  # no CPU is busier: nothing to pin, no privilege: no capture priority
+    assert even == [((), 3), ((), 0)]  # no CPU is busier: nothing to pin, no privilege: no capture priority
     heavy = [c.encode_cpus for c in placements(dataclasses.replace(busy, encode_cores=1.1), DEFAULTS, False)]
-    assert heavy == [(), ()]  # one free CPU cannot carry an encoder that needs 1.1: never pinned there
+    assert heavy == [(), (), ()]  # one free CPU cannot carry an encoder that needs 1.1: never pinned there
     many = placements(Space(cores=8, busy=(0,), free=(3, 1, 2, 4, 5, 6, 7)), DEFAULTS, False)[-1]
     assert many.capture_cpus == (3,) and many.encode_cpus == (1, 2, 4, 5, 6, 7)  # capture on the least busy
     assert placements(dataclasses.replace(busy, quick=True), DEFAULTS, False) == [DEFAULTS]
@@ -281,10 +280,10 @@ def test_a_placement_that_fails_its_confirmation_gives_way_to_the_next() -> None
     s, runner = search(rule, busy=(0,), free=(1,))
     verdict = s.run()
     failed = [c for c, _, sec in runner.ran if sec == LONG and c.encode_cpus != (1,) and not c.output_height]
-    assert failed == [Candidate()]  # held the short trial, failed the long one: placement goes on
+    assert failed == [Candidate(encode_nice=0)]  # held the short trial, failed the long one: placement goes on
     assert verdict.chosen is not None and verdict.chosen.candidate.encode_cpus == (1,)
     assert verdict.chosen.seconds == LONG
-    a, b = Candidate(), Candidate(encode_nice=10)
+    a, b = Candidate(encode_nice=0), Candidate()
     near = closest([trial(a), trial(a, seconds=LONG, lost=1), trial(b, ring_full=3)], FULL_HD)
     assert near is not None and near.seconds == LONG and near.lost == 1  # a candidate counts by its worst trial
 
@@ -337,7 +336,7 @@ def test_when_full_size_does_not_hold_a_scaled_video_is_tried_before_lower_targe
 
     verdict = search(raised, raise_priority=True)[0].run()
     tried = [(t.candidate.output_height, t.candidate.encode_nice) for t in verdict.trials if t.candidate.output_height]
-    assert tried == [(720, 10), (720, 0), (720, 0)]  # the closest was at -5: scaled, as configured first, then at 0
+    assert tried == [(720, 10), (720, 3), (720, 0), (720, 0)]  # the closest was at -5: scaled, niced first
     assert verdict.chosen is not None and verdict.chosen.candidate.encode_nice == 0
     assert "output_height" not in DEFAULTS.settings()["encode"]
 
