@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from pipeline.shm import pid_alive
 
 #: First display number tried; numbers below are left to people's own servers.
 FIRST_DISPLAY = 90
@@ -79,22 +80,12 @@ def _lock_pid(number: int) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def display_in_use(number: int) -> bool:
     """True if display ``number`` seems taken (a live lock, or a socket without a lock)."""
     lock = _lock_path(number)
     if lock.exists():
         pid = _lock_pid(number)
-        return pid is None or _pid_alive(pid)
+        return pid is None or pid_alive(pid)
     return (_SOCKET_DIR / f"X{number}").exists()
 
 

@@ -86,7 +86,7 @@ def sweep_stale() -> list[str]:
     swept = []
     for path in SHM_DIR.glob(f"{PREFIX}*"):
         pid_text = path.name[len(PREFIX) :].split("_", 1)[0]
-        if pid_text.isdigit() and _alive(int(pid_text)) and int(pid_text) != os.getpid():
+        if pid_text.isdigit() and pid_alive(int(pid_text)) and int(pid_text) != os.getpid():
             continue
         try:
             path.unlink()
@@ -102,7 +102,8 @@ def unlink_segments(names: Iterable[str]) -> None:
         (SHM_DIR / name).unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
