@@ -67,10 +67,10 @@ class TimestampConfig(StageConfig):
 
 @dataclass(frozen=True)
 class EncodeConfig(StageConfig):
-    """The encoder and muxer (fp-encode). Niced a little by default: capture, at 0, wins the CPU when it wakes
-    (a grab a tick late is a frame lost); niced +10 it starved beside busy programs."""
+    """The encoder and muxer (fp-encode). Niced by default: capture and the X server win the CPU when they wake
+    (a grab a tick late is a frame lost); beside programs that keep every CPU busy it falls behind: see NOTES.md."""
 
-    nice: int = _opt(3, lo=-20, hi=19)  # weight 526 against 1024: about half a fair share beside busy programs
+    nice: int = _opt(10, lo=-20, hi=19)  # below capture and the X server; the ring absorbs its lag
 
     encoder: str = _opt("libx264", choices=ENCODERS)  # video codec; hardware ones are tried and fall back to libx264
     preset: str = _opt("ultrafast")  # encoder speed preset (libx264: ultrafast ... veryslow)

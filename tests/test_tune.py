@@ -220,13 +220,13 @@ def test_the_search_pins_the_encoder_off_the_busy_cpu_and_prunes() -> None:
     verdict = s.run()
     tried = [(c.encode_cpus, c.encode_nice, c.preset, sec) for c, _, sec in runner.ran]
     assert tried == [
-        ((), 3, "ultrafast", 2.5),  # as configured: fails
+        ((), 10, "ultrafast", 2.5),  # as configured: fails
         ((), 0, "ultrafast", 2.5),  # the encoder at normal priority: fails
-        ((1,), 3, "ultrafast", 2.5),  # the encoder off the busy CPU: holds ...
-        ((1,), 3, "ultrafast", LONG),  # ... and is confirmed at once: placement stops
+        ((1,), 10, "ultrafast", 2.5),  # the encoder off the busy CPU: holds ...
+        ((1,), 10, "ultrafast", LONG),  # ... and is confirmed at once: placement stops
         # threads: none on one CPU
-        ((1,), 3, "superfast", 2.5),  # presets while they hold ...
-        ((1,), 3, "veryfast", 2.5),  # ... until one fails; none has more headroom: nothing more to confirm
+        ((1,), 10, "superfast", 2.5),  # presets while they hold ...
+        ((1,), 10, "veryfast", 2.5),  # ... until one fails; none has more headroom: nothing more to confirm
     ]
     assert verdict.chosen is not None and verdict.chosen.seconds == LONG
     assert verdict.chosen.candidate == Candidate(encode_cpus=(1,))
@@ -236,12 +236,12 @@ def test_the_search_pins_the_encoder_off_the_busy_cpu_and_prunes() -> None:
 def test_placements_go_from_least_to_most_intrusive() -> None:
     busy = Space(cores=2, busy=(0,), free=(1,), raise_priority=True)
     got = [(c.encode_cpus, c.encode_nice, c.capture_cpus, c.capture_nice) for c in placements(busy, DEFAULTS, False)]
-    assert got == [((), 3, (), -10), ((), 0, (), -10), ((1,), 3, (), -10), ((1,), 0, (), -10),
+    assert got == [((), 10, (), -10), ((), 0, (), -10), ((1,), 10, (), -10), ((1,), 0, (), -10),
                    ((1,), 0, (0,), -10), ((), -5, (), -10)]  # capture above the busy program throughout
     quiet = [(c.encode_nice, c.capture_nice) for c in placements(Space(cores=2, raise_priority=True), DEFAULTS, False)]
-    assert quiet == [(3, 0), (0, 0), (0, -10), (-5, -10)]  # nothing busy: capture raised only later
+    assert quiet == [(10, 0), (0, 0), (0, -10), (-5, -10)]  # nothing busy: capture raised only later
     even = [(c.encode_cpus, c.encode_nice) for c in placements(Space(cores=2), DEFAULTS, False)]
-    assert even == [((), 3), ((), 0)]  # no CPU is busier: nothing to pin, no privilege: no capture priority
+    assert even == [((), 10), ((), 0)]  # no CPU is busier: nothing to pin, no privilege: no capture priority
     heavy = [c.encode_cpus for c in placements(dataclasses.replace(busy, encode_cores=1.1), DEFAULTS, False)]
     assert heavy == [(), (), ()]  # one free CPU cannot carry an encoder that needs 1.1: never pinned there
     many = placements(Space(cores=8, busy=(0,), free=(3, 1, 2, 4, 5, 6, 7)), DEFAULTS, False)[-1]
@@ -336,7 +336,7 @@ def test_when_full_size_does_not_hold_a_scaled_video_is_tried_before_lower_targe
 
     verdict = search(raised, raise_priority=True)[0].run()
     tried = [(t.candidate.output_height, t.candidate.encode_nice) for t in verdict.trials if t.candidate.output_height]
-    assert tried == [(720, 10), (720, 3), (720, 0), (720, 0)]  # the closest was at -5: scaled, niced first
+    assert tried == [(720, 10), (720, 0), (720, 0)]  # the closest was at -5: scaled, niced first, then at 0
     assert verdict.chosen is not None and verdict.chosen.candidate.encode_nice == 0
     assert "output_height" not in DEFAULTS.settings()["encode"]
 

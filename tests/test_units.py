@@ -200,7 +200,7 @@ def test_timeline_vfr_keeps_capture_times_strictly_increasing() -> None:
 def test_config_defaults_and_overrides() -> None:
     c = cfg.load(overrides={"screen": {"fps": 120, "region": (0, 0, 1280, 720)}, "encode": {"crf": None}})
     assert c.screen.fps == 120.0 and c.screen.region == (0, 0, 1280, 720)
-    assert c.encode.crf == 23 and c.encode.preset == "ultrafast" and c.encode.nice == 3
+    assert c.encode.crf == 23 and c.encode.preset == "ultrafast" and c.encode.nice == 10
 
 
 def test_config_file_then_flags(tmp_path: Path) -> None:
