@@ -18,7 +18,8 @@ from pipeline import messages as msg
 from pipeline.clock import NS_PER_S
 from pipeline.stage import Stage
 
-VFR_TIME_BASE = 90_000  # ticks per second for variable frame rate
+VFR_TIME_BASE = 1000  # ticks per second for variable frame rate: ms, the finest Matroska keeps (with finer
+# ticks two grabs under a millisecond apart were rounded onto one time in the file)
 
 
 class Timeline:

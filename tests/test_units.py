@@ -17,7 +17,7 @@ from pipeline import messages as msg
 from pipeline.errors import ConfigError
 from pipeline.ring import Geometry, Ring, SlotHeader
 from stages.encode import output_size
-from stages.timestamp import Timeline
+from stages.timestamp import VFR_TIME_BASE, Timeline
 
 P = 1e9 / 60
 
@@ -193,7 +193,7 @@ def test_timeline_a_second_frame_on_one_tick_is_held_not_encoded() -> None:
 def test_timeline_vfr_keeps_capture_times_strictly_increasing() -> None:
     out, tl = place_all([0, 1.3, 1.3, 2.9], mode="vfr")
     pts = [p for _, p in out if p is not None]
-    assert pts[1] == round(1.3 * P) * 90_000 // 1_000_000_000
+    assert pts[1] == round(1.3 * P) * VFR_TIME_BASE // 1_000_000_000
     assert pts == sorted(set(pts)) and tl.skips == 0 and tl.repeats == 0
 
 
