@@ -87,7 +87,6 @@ class Ring:
     def __init__(self, shm: Segment) -> None:
         self._shm = shm
         self._buf: memoryview = shm.buf
-        self.owner = shm.owner
         magic, self.slots, width, height, stride, _, _ = CONTROL.unpack_from(self._buf, 0)
         if magic != MAGIC:
             shm.close()

@@ -182,6 +182,7 @@ class Encoder(Stage):
         self.container: Any = av.open(extra["output"], mode="w", format=fmt, options=options)
         rate = frame_rate(fps)
         self.time_base = Fraction(1, VFR_TIME_BASE) if extra["mode"] == "vfr" else 1 / rate
+        self.ns_per_pts = float(self.time_base * NS_PER_S)  # for the behind-the-clock test, once
         stream: Any = self.container.add_stream(config.encoder, rate=rate)
         stream.width, stream.height = self.size
         stream.pix_fmt = "yuv420p"
@@ -287,7 +288,7 @@ class Encoder(Stage):
 
     def _behind(self, pts: int) -> bool:
         """Whether the frame at ``pts`` is more than BEHIND_NS older than now: the encoder is not keeping up."""
-        due_ns = self.base_time + int(pts * self.time_base * NS_PER_S)
+        due_ns = self.base_time + pts * self.ns_per_pts
         return now_ns() - due_ns > BEHIND_NS
 
     def _shed(self) -> bool:
