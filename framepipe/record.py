@@ -21,13 +21,9 @@ from pipeline.config import AudioConfig, PipelineConfig
 from pipeline.errors import ConfigError, SetupError
 from pipeline.ring import Geometry, ring_bytes
 from pipeline.supervisor import Outcome, RingSpec, StageSpec, Supervisor
-from stages import audio as audio_stage
 from stages.audiodev import in_audio_process
-from stages.audioenc import block_frames, check_codec
-from stages.audiotime import OUT_RATE
-from stages.encode import Encoder, container_for, output_size
-from stages.screen import ScreenCapture, screen_rect
-from stages.timestamp import Timestamper
+from stages.output import OUT_RATE, block_frames, check_codec, container_for, output_size
+from stages.screen import screen_rect
 
 SERIES_LIMIT = 2000  # ring fill samples kept in the stats (2 a second; halved when full)
 
@@ -79,11 +75,17 @@ def plan(job: RecordJob) -> tuple[list[StageSpec], list[RingSpec], dict[str, int
     geometry = Geometry(rect["width"], rect["height"], rect["width"] * 4)
     slots = max(3, round(cfg.screen.ring_seconds * cfg.screen.fps))
     stages = [
-        StageSpec("screen", ScreenCapture, cfg.screen, rings={"ring": "video"}, source=True),
-        StageSpec("timestamp", Timestamper, cfg.timestamp, inputs=("screen",), extra={"fps": cfg.screen.fps}),
+        StageSpec("screen", "stages.screen:ScreenCapture", cfg.screen, rings={"ring": "video"}, source=True),
+        StageSpec(
+            "timestamp",
+            "stages.timestamp:Timestamper",
+            cfg.timestamp,
+            inputs=("screen",),
+            extra={"fps": cfg.screen.fps},
+        ),
         StageSpec(
             "encode",
-            Encoder,
+            "stages.encode:Encoder",
             cfg.encode,
             inputs=("timestamp",),
             extra={"fps": cfg.screen.fps, "output": job.output, "mode": cfg.timestamp.mode},
@@ -102,7 +104,7 @@ def add_audio(stages: list[StageSpec], rings: list[RingSpec], audio: AudioConfig
     tracks = len(audio.sources) + (1 if audio.mix else 0)
     slots = max(4, math.ceil(audio.ring_seconds * OUT_RATE / block) * tracks)
     rings.append(RingSpec("audio", Geometry(block, audio.channels, block * 4), slots))
-    stages.insert(1, StageSpec("audio", audio_stage.AudioCapture, audio, rings={"ring": "audio"}, source=True))
+    stages.insert(1, StageSpec("audio", "stages.audio:AudioCapture", audio, rings={"ring": "audio"}, source=True))
     i = next(i for i, s in enumerate(stages) if s.name == "encode")
     enc = stages[i]
     stages[i] = dataclasses.replace(
@@ -212,7 +214,7 @@ def stats_of(
             "peak_fill": screen.get("ring_peak", 0),
         },
         "latency_ms": {"p50": enc.get("latency_ms_p50"), "p99": enc.get("latency_ms_p99")},
-        "audio": audio_stage.stats_section(st.get("audio", {}), enc),
+        "audio": audio_section(st.get("audio", {}), enc),
         "stages": {
             name: {
                 "cpu_s": rec.stats.get("cpu_s", rec.cpu_s),
@@ -230,6 +232,35 @@ def stats_of(
         "warnings": outcome.warnings,
         "errors": outcome.errors,
     }
+
+
+def audio_section(capture: dict[str, Any], encoded: dict[str, Any]) -> dict[str, Any] | None:
+    """The --stats-json "audio" section from the audio and encode stages' stats (supervisor); None: no audio."""
+    if not capture.get("tracks"):
+        return None
+    written = encoded.get("audio", {}).get("samples", {})
+    return {
+        "tracks": capture["tracks"],
+        "rate": capture.get("rate"),
+        "recorded_s": capture.get("recorded_s"),
+        "blocks": capture.get("blocks", 0),
+        "dropped_ring_full": capture.get("dropped_ring_full", 0),
+        "ring_peak": capture.get("ring_peak", 0),
+        "encoded_samples": written,
+        "sources": capture.get("sources", {}),
+    }
+
+
+def audio_line(section: dict[str, Any] | None) -> str | None:
+    """One line for people: per source, silence put in and drift measured."""
+    if not section:
+        return None
+    parts = [
+        f"{name} (silence {s['silence_ms']:g} ms, drift {s['drift_ppm']:+.0f} ppm)"
+        for name, s in section["sources"].items()
+    ]
+    mix = " + mix" if "mix" in section["tracks"] else ""
+    return f"  audio {section['rate'] // 1000} kHz: {', '.join(parts)}{mix}"
 
 
 def scaled(stats: dict[str, Any]) -> str:
@@ -261,7 +292,7 @@ def summary(stats: dict[str, Any]) -> str:
         f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms; "
         f"CPU {cpu / secs:.2f} cores",
     ]
-    audio = audio_stage.summary_line(stats.get("audio"))
+    audio = audio_line(stats.get("audio"))
     return "\n".join([*lines, audio] if audio else lines)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import importlib
 import os
 import resource
 import signal
@@ -99,7 +99,7 @@ class Stage:
 def set_process_name(name: str) -> None:
     """Name this process where people look (ps, top): Linux comm, max 15 bytes."""
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library this process already runs on
         libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
@@ -141,15 +141,32 @@ def wait_start(ctx: StageContext) -> int | None:
             return None
 
 
-def run_stage(stage_cls: type[Stage], ctx: StageContext) -> None:
-    """Entry point of a stage process (spawned by the supervisor)."""
+def stage_class(target: str) -> type[Stage]:
+    """The stage class named ``"package.module:Class"`` (imported in the stage's own process)."""
+    module, _, name = target.partition(":")
+    cls: type[Stage] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def run_stage(target: str, ctx: StageContext) -> None:
+    """Entry point of a stage process (spawned by the supervisor); ``target`` names the stage class.
+
+    The class is imported here, after placement: only this process loads its libraries (numpy,
+    PyAV, PortAudio), and with one OpenBLAS thread unless asked otherwise (no stage does algebra).
+    """
     set_process_name(f"fp-{ctx.name}")
     for sig in GROUP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)  # signals to the whole group: the supervisor decides, we drain
     signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)  # blocked since the spawn; pending ones are dropped
     for text in apply_placement(ctx.config):
         ctx.warn(text)
-    stage = stage_cls(ctx)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        stage = stage_class(target)(ctx)
+    except Exception as exc:
+        ctx.report(msg.Error(ctx.name, f"cannot load stage {target}: {exc}", fatal=True))
+        ctx.report(msg.State(ctx.name, "done", {}))
+        return
     try:
         ctx.report(msg.State(ctx.name, "ready", stage.open()))
         base_time = wait_start(ctx)

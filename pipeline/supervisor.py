@@ -29,7 +29,7 @@ from pipeline.clock import NS_PER_S, now_ns
 from pipeline.errors import StageError
 from pipeline.ring import Geometry, Ring, ring_bytes
 from pipeline.shm import check_free, segment_name, sweep_stale
-from pipeline.stage import GROUP_SIGNALS, Stage, StageContext, run_stage, set_process_name
+from pipeline.stage import GROUP_SIGNALS, StageContext, run_stage, set_process_name
 
 START_LEAD_NS = 100_000_000  # base time lies this far after the go, so every stage starts on time
 READY_TIMEOUT_S = 30.0
@@ -44,7 +44,7 @@ class StageSpec:
     """One stage of a plan: what runs, with which settings, fed by which stages."""
 
     name: str
-    cls: type[Stage]
+    stage: str  # the stage class as "package.module:Class", imported only in its own process
     config: Any
     inputs: tuple[str, ...] = ()  # upstream stage names (one data pipe each)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -147,8 +147,8 @@ class Supervisor:
         try:
             extra = {r.key: self._create_ring(r) for r in self.ring_specs}
             self._spawn(extra)
-            for ring in self.rings:
-                ring.prefault()
+            for ring in self.rings:  # while the stages start
+                ring.allocate()
             self._wait_ready()
             base = -(-(now_ns() + START_LEAD_NS) // self.grid_ns) * self.grid_ns
             self.outcome.base_time = base
@@ -193,7 +193,7 @@ class Supervisor:
                 rings=tuple(ring_names[ring] for ring in spec.rings.values()),
                 supervisor_pid=os.getpid(),
             )
-            process = ctx.Process(target=run_stage, args=(spec.cls, sctx), name=f"fp-{spec.name}", daemon=False)
+            process = ctx.Process(target=run_stage, args=(spec.stage, sctx), name=f"fp-{spec.name}", daemon=False)
             # The child starts with group signals blocked (the mask survives exec) until run_stage ignores
             # them: a Ctrl+C while it imports must not kill it. Ours stay pending, then arrive.
             signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)

@@ -29,7 +29,8 @@ from pipeline.errors import SetupError
 from pipeline.ring import FLAG_DISCONT, Ring, SlotHeader
 from pipeline.stage import Stage
 from stages.audiodev import DeviceChoice, NoDefaultInput, portaudio, quiet_stderr, resolve
-from stages.audiotime import OUT_RATE, Block, SourceTimeline
+from stages.audiotime import Block, SourceTimeline
+from stages.output import OUT_RATE
 
 PCM_F32P = 2  # slot pixfmt: planar float32 samples, one row per channel
 STALL_NS = NS_PER_S  # an open source silent this long is reported once ...
@@ -303,32 +304,3 @@ class AudioCapture(Stage):
         self.views = []
         if hasattr(self, "ring"):
             self.ring.close()
-
-
-def stats_section(capture: dict[str, Any], encoded: dict[str, Any]) -> dict[str, Any] | None:
-    """The --stats-json "audio" section from the audio and encode stages' stats (supervisor); None: no audio."""
-    if not capture.get("tracks"):
-        return None
-    written = encoded.get("audio", {}).get("samples", {})
-    return {
-        "tracks": capture["tracks"],
-        "rate": capture.get("rate"),
-        "recorded_s": capture.get("recorded_s"),
-        "blocks": capture.get("blocks", 0),
-        "dropped_ring_full": capture.get("dropped_ring_full", 0),
-        "ring_peak": capture.get("ring_peak", 0),
-        "encoded_samples": written,
-        "sources": capture.get("sources", {}),
-    }
-
-
-def summary_line(section: dict[str, Any] | None) -> str | None:
-    """One line for people: per source, silence put in and drift measured."""
-    if not section:
-        return None
-    parts = [
-        f"{name} (silence {s['silence_ms']:g} ms, drift {s['drift_ppm']:+.0f} ppm)"
-        for name, s in section["sources"].items()
-    ]
-    mix = " + mix" if "mix" in section["tracks"] else ""
-    return f"  audio {section['rate'] // 1000} kHz: {', '.join(parts)}{mix}"

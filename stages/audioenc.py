@@ -9,36 +9,22 @@ the track's timeline (time base 1/rate), so audio and video share the pipeline c
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline import messages as msg
-from pipeline.errors import ConfigError
 from pipeline.ring import Ring
+from stages.output import AUDIO_CODECS
 
-#: Audio codecs by config name: (PyAV encoder, sample format it takes, samples per codec frame).
-CODECS: dict[str, tuple[str, str, int]] = {"aac": ("aac", "fltp", 1024), "opus": ("libopus", "flt", 960)}
 LAYOUTS = {1: "mono", 2: "stereo"}
-
-
-def block_frames(codec: str) -> int:
-    """Samples per audio block: one codec frame, so no codec pads or splits a block."""
-    return CODECS[codec][2]
-
-
-def check_codec(output: str, codec: str) -> None:
-    """Opus goes in Matroska only; fail before recording (supervisor)."""
-    if codec == "opus" and Path(output).suffix.lower() != ".mkv":
-        raise ConfigError(f"audio codec opus needs an .mkv output, not {Path(output).name}: use aac, or name it .mkv")
 
 
 class AudioEncoder:
     """One stream per track in the encoder's container (fp-encode)."""
 
     def __init__(self, container: Any, ring: Ring, tracks: msg.AudioTracks, codec: str, bitrate_kbps: int) -> None:
-        encoder, self.format, _ = CODECS[codec]
+        encoder, self.format, _ = AUDIO_CODECS[codec]
         self.ring = ring
         self.layout = LAYOUTS[tracks.channels]
         self.rate = tracks.rate

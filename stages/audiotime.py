@@ -19,8 +19,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from pipeline.clock import NS_PER_S
+from stages.output import OUT_RATE
 
-OUT_RATE = 48_000  # every track's sample rate
 BUCKET_S = 0.25  # callbacks are grouped in buckets of this many seconds of samples; each median is a point
 WINDOW_POINTS = 240  # the drift line is fitted over this many points (60 s)
 SLOPE_POINTS = 20  # points (5 s) before the drift is fitted; until then it is taken as 0

@@ -28,18 +28,13 @@ import numpy as np
 from pipeline import messages as msg
 from pipeline.clock import NS_PER_S, now_ns
 from pipeline.config import EncodeConfig
-from pipeline.errors import ConfigError, FramepipeError
+from pipeline.errors import FramepipeError
 from pipeline.ring import Ring
 from pipeline.stage import Stage
 from stages.audioenc import AudioEncoder
+from stages.output import container_for, output_size
 from stages.timestamp import VFR_TIME_BASE
 
-#: Containers by file extension: (libav format name, muxer options).
-CONTAINERS: dict[str, tuple[str, dict[str, str]]] = {
-    ".mkv": ("matroska", {"cluster_time_limit": "1000", "flush_packets": "1"}),
-    ".mp4": ("mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}),
-    ".mov": ("mov", {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}),
-}
 FALLBACK_ENCODER = "libx264"
 LATENCY_BIN_NS = 250_000  # capture-to-packet latency histogram: 0.25 ms bins ...
 LATENCY_BINS = 20_000  # ... up to 5 s
@@ -88,25 +83,9 @@ def hist_percentile(hist: np.ndarray, q: float) -> float | None:
     return (index + 1) * LATENCY_BIN_NS / 1e6
 
 
-def container_for(path: str) -> tuple[str, dict[str, str]]:
-    """The container format and options for an output path, by extension."""
-    ext = Path(path).suffix.lower()
-    if ext not in CONTAINERS:
-        raise ConfigError(f"cannot write {ext or 'files without an extension'}: name the output .mkv, .mp4 or .mov")
-    return CONTAINERS[ext]
-
-
 def frame_rate(fps: float) -> Fraction:
     """fps as an exact fraction (29.97 -> 30000/1001)."""
     return Fraction(fps).limit_denominator(1001)
-
-
-def output_size(width: int, height: int, output_height: int) -> tuple[int, int]:
-    """The encoded size: as captured, or scaled down to ``output_height`` keeping the aspect (both even)."""
-    if not output_height or output_height >= height:
-        return width, height
-    h = max(2, output_height & ~1)
-    return max(2, round(width * h / height / 2) * 2), h
 
 
 def conversion_options() -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.audiotime import OUT_RATE, Block, ClockFit, SincTable, SourceTimeline
+from stages.audiotime import Block, ClockFit, SincTable, SourceTimeline
+from stages.output import OUT_RATE
 
 BASE_NS = 5_000_000_000  # the pipeline's base time in these simulations
 BURST_EVERY = OUT_RATE // 2  # a click every half second of device samples
