@@ -114,9 +114,9 @@ class Ring:
         """Attach to an existing ring (stage processes)."""
         return cls(Segment.attach(name))
 
-    def prefault(self) -> None:
+    def allocate(self) -> None:
         """Allocate every slot page now (supervisor, while the stages start), not on the capture's first lap."""
-        self._shm.prefault(CONTROL_BYTES)
+        self._shm.allocate(CONTROL_BYTES)
 
     # --- writer side (capture process) ---------------------------------------
 

@@ -11,6 +11,7 @@ the whole group leaves them behind) and says so.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import shutil
@@ -22,7 +23,6 @@ from pipeline.errors import SetupError
 PREFIX = "fp_"
 SHM_DIR = Path("/dev/shm")
 MARGIN = 16 * 1024 * 1024  # leave room for PulseAudio, X and others
-MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+: fault a range in, one call
 PAGE = mmap.PAGESIZE
 
 
@@ -57,14 +57,23 @@ class Segment:
     def path(self) -> str:
         return str(SHM_DIR / self.name)
 
-    def prefault(self, start: int = 0) -> None:
-        """Allocate and map every page from ``start`` on now, not on the first write."""
+    def allocate(self, start: int = 0) -> None:
+        """Allocate the file's pages from ``start`` on now: a full /dev/shm fails here, in one line, not
+        with SIGBUS in whichever process (the X server too) first writes a page. The pages are not
+        mapped here: each process maps what it touches, so this costs a third of faulting them in."""
         start -= start % PAGE
+        fd = os.open(self.path, os.O_RDWR)
         try:
-            self._map.madvise(MADV_POPULATE_WRITE, start, self.size - start)
-        except (OSError, ValueError):  # an older kernel: touch one byte a page
-            for offset in range(start, self.size, PAGE):
-                self.buf[offset] = self.buf[offset]
+            os.posix_fallocate(fd, start, self.size - start)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise SetupError(
+                f"{SHM_DIR} filled up while the rings were allocated ({self.size >> 20} MiB for {self.name}): "
+                "lower ring_seconds, record a smaller region, or enlarge /dev/shm"
+            ) from None
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Unmap (BufferError while views of ``buf`` live), and unlink if this process created it."""

@@ -16,7 +16,7 @@ from pipeline import config as cfg
 from pipeline import messages as msg
 from pipeline.errors import ConfigError
 from pipeline.ring import Geometry, Ring, SlotHeader
-from stages.encode import output_size
+from stages.output import output_size
 from stages.timestamp import VFR_TIME_BASE, Timeline
 
 P = 1e9 / 60
@@ -67,13 +67,13 @@ def test_ring_hands_out_slots_in_order_and_refuses_when_full() -> None:
     assert not Path("/dev/shm/fp_test_unit_order").exists()
 
 
-def test_ring_segment_is_private_prefaulted_and_needs_no_numpy_or_tracker() -> None:
+def test_ring_segment_is_private_allocated_and_needs_no_numpy_or_tracker() -> None:
     Path("/dev/shm/fp_test_unit_lean").unlink(missing_ok=True)  # from an interrupted run
     code = (
         "import os, sys\n"
         "from pipeline.ring import Geometry, Ring\n"
         "ring = Ring.create('fp_test_unit_lean', Geometry(64, 64, 256), 4)\n"
-        "ring.prefault()\n"
+        "ring.allocate()\n"
         "mode = os.stat(ring.path).st_mode & 0o777\n"
         "blocks = os.stat(ring.path).st_blocks * 512\n"
         "ring.release(0)\n"
