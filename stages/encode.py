@@ -16,6 +16,7 @@ once both paths ended.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import shutil
 from fractions import Fraction
@@ -40,6 +41,9 @@ LATENCY_BIN_NS = 250_000  # capture-to-packet latency histogram: 0.25 ms bins ..
 LATENCY_BINS = 20_000  # ... up to 5 s
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt() parameters
+HEAP_BUFFERS_UP_TO = 32 << 20  # allocations up to this size come from the heap (glibc's upper limit) ...
+HEAP_KEEP = 256 << 20  # ... and the heap keeps up to this much freed memory instead of giving it back
 BEHIND_NS = 500_000_000  # a repeat this far behind the clock is not encoded (see Encoder.handle)
 SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
 SHED_LOW = 0.2  # ... and stop once it has drained to this
@@ -86,6 +90,18 @@ def hist_percentile(hist: np.ndarray, q: float) -> float | None:
 def frame_rate(fps: float) -> Fraction:
     """fps as an exact fraction (29.97 -> 30000/1001)."""
     return Fraction(fps).limit_denominator(1001)
+
+
+def reuse_frame_buffers() -> bool:
+    """Keep freed picture buffers in this process's heap (glibc), so each converted frame reuses the last
+    one's pages. By default glibc maps every buffer over 128 KiB afresh and unmaps it when freed: a new
+    1080p picture then costs ~500 page faults, zeroed pages and 2 ms of kernel time. False elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+        mmap_set = libc.mallopt(M_MMAP_THRESHOLD, HEAP_BUFFERS_UP_TO)
+        return bool(mmap_set and libc.mallopt(M_TRIM_THRESHOLD, HEAP_KEEP))
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 def conversion_options() -> dict[str, Any]:
@@ -177,6 +193,7 @@ class Encoder(Stage):
             av.VideoFrame.from_numpy_buffer(self.ring.pixels(i), format="bgra") for i in range(self.ring.slots)
         ]
         self.reformatter = VideoReformatter()  # one cached scaler, one thread: least CPU per frame
+        reuse_frame_buffers()  # before the first picture
         self.convert = conversion_options()
         self.last: Any = None  # the last frame converted to the codec's format: repeats re-encode it
         self.overload = config.overload
