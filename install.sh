@@ -24,5 +24,7 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[dev]"
+# compat: the checkout's path in a .pth file, not an import hook that every stage process would load
+.venv/bin/python -m pip install -q -e ".[dev]" --config-settings editable_mode=compat
+.venv/bin/python -m compileall -q pipeline stages framepipe  # bytecode ready even where Python may not write it
 echo "install.sh: done; run .venv/bin/framepipe --help"
