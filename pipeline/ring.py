@@ -115,7 +115,7 @@ class Ring:
         return cls(Segment.attach(name))
 
     def allocate(self) -> None:
-        """Allocate every slot page now (supervisor, while the stages start), not on the capture's first lap."""
+        """Allocate every slot page now (supervisor, before the stages start): see ``Segment.allocate``."""
         self._shm.allocate(CONTROL_BYTES)
 
     # --- writer side (capture process) ---------------------------------------

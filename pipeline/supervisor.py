@@ -146,9 +146,9 @@ class Supervisor:
         self._wake = wake_r
         try:
             extra = {r.key: self._create_ring(r) for r in self.ring_specs}
-            self._spawn(extra)
-            for ring in self.rings:  # while the stages start
+            for ring in self.rings:  # before any stage (or the X server, for it) writes a page
                 ring.allocate()
+            self._spawn(extra)
             self._wait_ready()
             base = -(-(now_ns() + START_LEAD_NS) // self.grid_ns) * self.grid_ns
             self.outcome.base_time = base
