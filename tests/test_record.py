@@ -35,7 +35,7 @@ def assert_every_frame(rec: Recording, frames: int, grid: bool = True) -> None:
     assert r.pts_increasing and (r.pts_on_grid or not grid), r.summary()
     assert decodes_cleanly(rec.path) == ""
     f = rec.stats["frames"]
-    assert f["dropped"] == 0, f  # and so the stats say what the file shows
+    assert f["dropped"] == 0, (f, rec.stats["stages"]["screen"]["stats"])  # and so the stats say what the file shows
     assert f["written"] == r.frames_written
 
 
