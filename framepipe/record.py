@@ -148,6 +148,12 @@ class RingSeries:
         return {"t_s": t, "ring_fill": fill, "captured": captured, "dropped": dropped}
 
 
+def starting_line(waiting: list[str]) -> str:
+    """The live line before the start: which stages are not ready yet (audio learns its clock first)."""
+    why = " (audio learns its input's clock first)" if "audio" in waiting else ""
+    return f"○ starting: waiting for {', '.join(waiting) or 'the go'}{why}; Ctrl+C now records nothing"
+
+
 class StatusLine:
     """One live line on the terminal: elapsed, fps, drops, ring fill (supervisor)."""
 
@@ -159,17 +165,23 @@ class StatusLine:
 
     def __call__(self, sup: Supervisor) -> None:
         now = now_ns()
-        if not self.enabled or now - self.last < NS_PER_S // 2 or not sup.outcome.base_time:
+        if not self.enabled or now - self.last < NS_PER_S // 2:
             return
         self.last = now
+        if not sup.outcome.base_time:
+            self._show(starting_line([n for n, r in sup.outcome.stages.items() if r.state == "starting"]))
+            return
         screen = sup.outcome.stages["screen"].stats
         elapsed = max(0.0, (now - sup.outcome.base_time) / NS_PER_S)
         fps = screen.get("captured", 0) / elapsed if elapsed > 0.5 else 0.0
         dropped = screen.get("dropped_ring_full", 0) + screen.get("dropped_late", 0)
         fill = screen.get("ring_fill", 0)
         slots = screen.get("ring_slots", 1) or 1
-        line = f"\r● REC {elapsed:6.1f} s  {fps:5.1f} fps  dropped {dropped}  ring {fill}/{slots} ({fill / slots:.0%})"
-        sys.stderr.write(line + "\x1b[K")
+        ring = f"ring {fill}/{slots} ({fill / slots:.0%})"
+        self._show(f"● REC {elapsed:6.1f} s  {fps:5.1f} fps  dropped {dropped}  {ring}")
+
+    def _show(self, text: str) -> None:
+        sys.stderr.write(f"\r{text}\x1b[K")
         sys.stderr.flush()
         self.shown = True
 

@@ -211,6 +211,8 @@ class Supervisor:
         deadline = now_ns() + int(READY_TIMEOUT_S * NS_PER_S)
         while any(r.state == "starting" for r in self.outcome.stages.values()):
             self._pump(0.2)
+            if self.on_tick:
+                self.on_tick(self)
             if self.outcome.errors:
                 raise StageError(self.outcome.errors[0])
             if self.signals:

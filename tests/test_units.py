@@ -290,3 +290,16 @@ def test_converted_frames_reuse_their_pages() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(done.stdout) < 6 * 50  # without: ~500 page faults a 1080p picture, mapped afresh each time
+
+
+def test_status_line_says_what_the_start_waits_for(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from framepipe.record import StatusLine
+
+    stages = {"screen": SimpleNamespace(state="ready", stats={}), "audio": SimpleNamespace(state="starting", stats={})}
+    sup = SimpleNamespace(outcome=SimpleNamespace(base_time=0, stages=stages))
+    StatusLine(60, enabled=True)(sup)  # type: ignore[arg-type]
+    line = capsys.readouterr().err
+    assert "starting: waiting for audio (audio learns its input's clock first)" in line and "screen" not in line
+    assert "Ctrl+C now records nothing" in line
