@@ -3,7 +3,7 @@
 Starts a virtual screen with the test screen (a frame code per state, 60 states a second) and a
 private PulseAudio server with a null sink, into which the tone player puts a 1 kHz burst at every
 whole second of the pipeline clock. Each recorder records the screen and the sink's monitor for
-``--seconds``; each file is then judged by ``framepipe.avsync`` from the file alone: per burst, its
+``--seconds``; each file is then judged by ``framepipe.proof.avsync`` from the file alone: per burst, its
 onset in the audio track against the video's time of the same instant (offset), and against the
 first frame showing the state on screen then (frame offset). Drift is the slope of the offset over
 the run, and the last three bursts against the first three. The file's frames are judged too (states
@@ -32,14 +32,14 @@ from typing import Any
 
 import psutil
 
-from framepipe import avsync, judge
-from framepipe.benchreport import machine
-from framepipe.benchrun import start_cpu_load
-from framepipe.pulse import PulseServer
-from framepipe.testscreen import load_info, start_testscreen
-from framepipe.tone import load_info as load_tone
-from framepipe.tone import start_tone
-from framepipe.xvfb import VirtualScreen
+from framepipe.bench.report import machine
+from framepipe.bench.run import start_cpu_load
+from framepipe.proof import avsync, judge
+from framepipe.proof.pulse import PulseServer
+from framepipe.proof.testscreen import load_info, start_testscreen
+from framepipe.proof.tone import load_info as load_tone
+from framepipe.proof.tone import start_tone
+from framepipe.proof.xvfb import VirtualScreen
 
 FPS = 60
 SINK = "fp_out"
@@ -144,7 +144,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
         f"Each recorder: {meta['seconds']:g} s of a {meta['size']} Xvfb screen at {FPS} fps with the test screen, "
         f"and the monitor of a PulseAudio null sink carrying a 1 kHz burst at every whole second of the clock that "
-        "paints the screen (`framepipe.tone`, placed by PortAudio's output time). One after the other, same rig."
+        "paints the screen (`framepipe.proof.tone`, placed by PortAudio's output time). One after the other, same rig."
         + (f" Overload: {meta['hog']} busy loop(s) at normal priority ran for the whole run." if meta["hog"] else "")
         + (f" framepipe's overload policy: {meta['overload']}." if meta["overload"] else ""), "",
         "| recorder | bursts | offset p50 ms | max abs offset ms | max abs frame offset ms | drift ms/min "

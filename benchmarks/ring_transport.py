@@ -3,7 +3,7 @@
     python benchmarks/ring_transport.py [--seconds 1] [--rounds 3] [--json FILE]
 
 The same runs as ``framepipe bench --micro`` (which adds a capture-to-packet latency run);
-``framepipe.benchmicro`` says what each method moves and how bandwidth is counted.
+``framepipe.bench.micro`` says what each method moves and how bandwidth is counted.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from framepipe.benchmicro import MicroConfig, run_micro
+from framepipe.bench.micro import MicroConfig, run_micro
 
 
 def main() -> int:

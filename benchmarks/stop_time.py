@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from framepipe.judge import count_frames
-from framepipe.testscreen import start_testscreen
-from framepipe.xvfb import VirtualScreen
+from framepipe.proof.judge import count_frames
+from framepipe.proof.testscreen import start_testscreen
+from framepipe.proof.xvfb import VirtualScreen
 
 
 def probe_seconds(path: Path, fps: float = 60) -> float:

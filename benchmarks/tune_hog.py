@@ -23,9 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from framepipe import benchcount, benchreport, benchrun, judge
-from framepipe.testscreen import load_info, start_testscreen
-from framepipe.xvfb import VirtualScreen, stop_process
+from framepipe.bench import count as benchcount
+from framepipe.bench import report as benchreport
+from framepipe.bench import run as benchrun
+from framepipe.proof import judge
+from framepipe.proof.testscreen import load_info, start_testscreen
+from framepipe.proof.xvfb import VirtualScreen, stop_process
 
 FPS = 60
 NOTICE = "framepipe: using tuned profile"

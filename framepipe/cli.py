@@ -156,7 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def pipeline_config(args: argparse.Namespace, display_size: str | None = None) -> cfg.PipelineConfig:
     """Defaults < this machine's tuned profile < --config file < flags (record and demo); says in one line
     which profile is used, or why the one found is not (after the config loaded: a bad flag stays one line)."""
-    from framepipe.profile import for_record
+    from framepipe.tune.profile import for_record
 
     tuned, warning = (None, None) if args.no_profile else for_record(display_size)
     config = cfg.load(args.config, overrides(args), tuned.settings if tuned is not None else None)
@@ -167,7 +167,7 @@ def pipeline_config(args: argparse.Namespace, display_size: str | None = None) -
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from framepipe.tune import TuneOptions, tune
+    from framepipe.tune.tune import TuneOptions, tune
 
     return tune(TuneOptions(fps=args.fps, region=args.region or (), seconds=args.seconds_per_trial,
                             display=args.display, candidates=args.candidates, show=args.show))
@@ -176,7 +176,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from framepipe.bench import DEFAULT_SCENARIO, QUICK_SECONDS, SCENARIOS, BenchOptions, bench
+    from framepipe.bench.bench import DEFAULT_SCENARIO, QUICK_SECONDS, SCENARIOS, BenchOptions, bench
 
     if args.all:
         scenarios = tuple(name for name in SCENARIOS if name != "soak")

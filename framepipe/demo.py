@@ -15,10 +15,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from framepipe import judge
+from framepipe.proof import judge
+from framepipe.proof.testscreen import start_testscreen
+from framepipe.proof.xvfb import VirtualScreen
 from framepipe.record import RecordJob, record
-from framepipe.testscreen import start_testscreen
-from framepipe.xvfb import VirtualScreen
 from pipeline.config import PipelineConfig
 
 

@@ -21,7 +21,7 @@ def list_monitors() -> list[dict[str, int]]:
 
 def list_audio() -> dict[str, Any]:
     """Audio inputs, listed by a short-lived audio process (this one never loads PortAudio)."""
-    from stages.audiodev import probe_inputs
+    from stages.audio.devices import probe_inputs
 
     try:
         return probe_inputs()

@@ -21,9 +21,9 @@ from pipeline.config import AudioConfig, PipelineConfig
 from pipeline.errors import ConfigError, SetupError
 from pipeline.ring import Geometry, ring_bytes
 from pipeline.supervisor import Outcome, RingSpec, StageSpec, Supervisor
-from stages.audiodev import in_audio_process
+from stages.audio.devices import in_audio_process
 from stages.output import OUT_RATE, block_frames, check_codec, container_for, output_size
-from stages.screen import screen_rect
+from stages.video.screen import screen_rect
 
 SERIES_LIMIT = 2000  # ring fill samples kept in the stats (2 a second; halved when full)
 
@@ -75,17 +75,17 @@ def plan(job: RecordJob) -> tuple[list[StageSpec], list[RingSpec], dict[str, int
     geometry = Geometry(rect["width"], rect["height"], rect["width"] * 4)
     slots = max(3, round(cfg.screen.ring_seconds * cfg.screen.fps))
     stages = [
-        StageSpec("screen", "stages.screen:ScreenCapture", cfg.screen, rings={"ring": "video"}, source=True),
+        StageSpec("screen", "stages.video.screen:ScreenCapture", cfg.screen, rings={"ring": "video"}, source=True),
         StageSpec(
             "timestamp",
-            "stages.timestamp:Timestamper",
+            "stages.video.timestamp:Timestamper",
             cfg.timestamp,
             inputs=("screen",),
             extra={"fps": cfg.screen.fps},
         ),
         StageSpec(
             "encode",
-            "stages.encode:Encoder",
+            "stages.video.encode:Encoder",
             cfg.encode,
             inputs=("timestamp",),
             extra={"fps": cfg.screen.fps, "output": job.output, "mode": cfg.timestamp.mode},
@@ -104,7 +104,8 @@ def add_audio(stages: list[StageSpec], rings: list[RingSpec], audio: AudioConfig
     tracks = len(audio.sources) + (1 if audio.mix else 0)
     slots = max(4, math.ceil(audio.ring_seconds * OUT_RATE / block) * tracks)
     rings.append(RingSpec("audio", Geometry(block, audio.channels, block * 4), slots))
-    stages.insert(1, StageSpec("audio", "stages.audio:AudioCapture", audio, rings={"ring": "audio"}, source=True))
+    stages.insert(1, StageSpec("audio", "stages.audio.capture:AudioCapture", audio, rings={"ring": "audio"},
+                               source=True))
     i = next(i for i, s in enumerate(stages) if s.name == "encode")
     enc = stages[i]
     stages[i] = dataclasses.replace(

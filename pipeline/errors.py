@@ -11,13 +11,13 @@ class FramepipeError(Exception):
     """A problem people can fix; the message says what to do."""
 
 
-class ConfigError(FramepipeError):
+class ConfigError(FramepipeError, ValueError):
     """A bad flag or config value (names the key and what is allowed)."""
 
 
-class SetupError(FramepipeError):
+class SetupError(FramepipeError, RuntimeError):
     """The machine is not ready: no display, no space in /dev/shm, unwritable output."""
 
 
-class StageError(FramepipeError):
+class StageError(FramepipeError, RuntimeError):
     """A stage process failed while recording."""

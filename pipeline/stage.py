@@ -69,7 +69,7 @@ class StageContext:
         return False
 
 
-class DownstreamGone(Exception):
+class DownstreamGone(FramepipeError, ConnectionError):
     """The next stage has ended (its failure is reported by itself or the supervisor): stop quietly."""
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from framepipe.xvfb import VirtualScreen
+from framepipe.proof.xvfb import VirtualScreen
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +37,8 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from framepipe import judge  # noqa: E402
-from framepipe.testscreen import load_info, start_testscreen  # noqa: E402
+from framepipe.proof import judge  # noqa: E402
+from framepipe.proof.testscreen import load_info, start_testscreen  # noqa: E402
 
 SHM = Path("/dev/shm")
 

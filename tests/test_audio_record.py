@@ -2,7 +2,7 @@
 
 The tone players put a burst at every whole second of the clock that paints the test screen (1 kHz
 into ``fp_out``, whose monitor is ``system``; 2 kHz into ``fp_mic``); files are judged from what
-they hold (``framepipe.avsync``) and decoded by ffmpeg.
+they hold (``framepipe.proof.avsync``) and decoded by ffmpeg.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 from conftest import decodes_cleanly, framepipe_cmd, run_framepipe
 
-from framepipe import avsync
-from framepipe.pulse import PulseServer, have_pulseaudio
-from framepipe.testscreen import load_info, start_testscreen
-from framepipe.tone import load_info as load_tone
-from framepipe.tone import start_tone
-from framepipe.xvfb import VirtualScreen
+from framepipe.proof import avsync
+from framepipe.proof.pulse import PulseServer, have_pulseaudio
+from framepipe.proof.testscreen import load_info, start_testscreen
+from framepipe.proof.tone import load_info as load_tone
+from framepipe.proof.tone import start_tone
+from framepipe.proof.xvfb import VirtualScreen
 
 pytestmark = pytest.mark.skipif(
     not have_pulseaudio() or shutil.which("Xvfb") is None or shutil.which("ffmpeg") is None

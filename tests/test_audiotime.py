@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.audiotime import Block, ClockFit, SincTable, SourceTimeline
+from stages.audio.clockfit import Block, ClockFit
+from stages.audio.resample import SincTable, SourceTimeline
 from stages.output import OUT_RATE
 
 BASE_NS = 5_000_000_000  # the pipeline's base time in these simulations

@@ -9,10 +9,10 @@ import av
 import numpy as np
 import pytest
 
-from framepipe import avsync
-from framepipe.judge import read_codes
-from framepipe.testscreen import CODE_HEIGHT, CODE_WIDTH, code_image
-from framepipe.tone import Placer, burst
+from framepipe.proof import avsync
+from framepipe.proof.judge import read_codes
+from framepipe.proof.testscreen import CODE_HEIGHT, CODE_WIDTH, code_image
+from framepipe.proof.tone import Placer, burst
 
 FPS = 60
 P_NS = 1e9 / FPS

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import framepipe_segments, run_framepipe
 
-from framepipe.xvfb import VirtualScreen
+from framepipe.proof.xvfb import VirtualScreen
 
 CASES = [
     ((), "the following arguments are required: output"),

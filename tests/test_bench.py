@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 from test_judge import CODE_RECT, FPS, ORIGIN, write_video
 
-from framepipe import benchcount, benchplot, benchreport, benchrun
-from framepipe.bench import BenchOptions, check
-from framepipe.judge import Frame, paint_time_ns, read_codes, unwrap
+from framepipe.bench import count as benchcount
+from framepipe.bench import plot as benchplot
+from framepipe.bench import report as benchreport
+from framepipe.bench import run as benchrun
+from framepipe.bench.bench import BenchOptions, check
+from framepipe.proof.judge import Frame, paint_time_ns, read_codes, unwrap
 from pipeline.errors import ConfigError
 
 PERIOD_NS = 1_000_000_000 // FPS
@@ -88,7 +91,7 @@ def test_independent_reading_agrees_with_the_judge(recording: Path) -> None:
 
 
 def test_block_centre_code_rejects_a_code_without_complements() -> None:
-    from framepipe.testscreen import code_image
+    from framepipe.proof.testscreen import code_image
 
     image = code_image(0xBEEF)[:, :, 1]
     assert benchcount.block_centre_code(image.tobytes()) == 0xBEEF

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from framepipe.benchmicro import MicroConfig, run_micro
+from framepipe.bench.micro import MicroConfig, run_micro
 
 
 def test_micro_benchmark_moves_every_frame_intact() -> None:

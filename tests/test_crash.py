@@ -12,8 +12,8 @@ import psutil
 import pytest
 from conftest import framepipe_cmd, framepipe_segments, run_framepipe
 
-from framepipe.judge import video_span_s
-from framepipe.xvfb import VirtualScreen
+from framepipe.proof.judge import video_span_s
+from framepipe.proof.xvfb import VirtualScreen
 
 
 def start(display: str, out: Path, *flags: str) -> subprocess.Popen[str]:

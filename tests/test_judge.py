@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from framepipe.judge import Frame, JudgeError, judge, main, read_code, read_codes, timestamp_errors, unwrap
-from framepipe.testscreen import CODE_HEIGHT, CODE_WIDTH, code_image
+from framepipe.proof.judge import Frame, JudgeError, judge, main, read_code, read_codes, timestamp_errors, unwrap
+from framepipe.proof.testscreen import CODE_HEIGHT, CODE_WIDTH, code_image
 
 FPS = 30
 PERIOD_S = 1 / FPS

@@ -18,7 +18,7 @@ from conftest import (
     run_framepipe,
 )
 
-from framepipe.xvfb import VirtualScreen
+from framepipe.proof.xvfb import VirtualScreen
 
 
 def assert_every_frame(rec: Recording, frames: int, grid: bool = True) -> None:

@@ -14,9 +14,9 @@ import pytest
 from conftest import framepipe_cmd, framepipe_segments
 from test_crash import wait_recording
 
-from framepipe.judge import count_frames, video_span_s
-from framepipe.testscreen import start_testscreen
-from framepipe.xvfb import VirtualScreen
+from framepipe.proof.judge import count_frames, video_span_s
+from framepipe.proof.testscreen import start_testscreen
+from framepipe.proof.xvfb import VirtualScreen
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from framepipe.judge import judge, read_codes
-from framepipe.testscreen import CODE_HEIGHT, CODE_WIDTH, load_info, main, start_testscreen
-from framepipe.xvfb import VirtualScreen, XvfbNotInstalled, can_connect
+from framepipe.proof.judge import judge, read_codes
+from framepipe.proof.testscreen import CODE_HEIGHT, CODE_WIDTH, load_info, main, start_testscreen
+from framepipe.proof.xvfb import VirtualScreen, XvfbNotInstalled, can_connect
 
 needs_xvfb = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed")
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")

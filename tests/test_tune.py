@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from conftest import run_framepipe
 
-from framepipe import cli, profile, tune
-from framepipe.tunesearch import (
+from framepipe import cli
+from framepipe.proof.xvfb import VirtualScreen
+from framepipe.tune import profile, tune
+from framepipe.tune.search import (
     CONFIRM_FACTOR,
     Candidate,
     Search,
@@ -28,10 +30,9 @@ from framepipe.tunesearch import (
     split_cpus,
     threads,
 )
-from framepipe.xvfb import VirtualScreen
 from pipeline.config import EncodeConfig, load
 from pipeline.errors import ConfigError
-from stages.encode import try_open
+from stages.video.encode import try_open
 
 FULL_HD = Target(60.0, (0, 0, 1920, 1080))
 DEFAULTS = Candidate()

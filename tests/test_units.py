@@ -17,7 +17,7 @@ from pipeline import messages as msg
 from pipeline.errors import ConfigError
 from pipeline.ring import Geometry, Ring, SlotHeader
 from stages.output import output_size
-from stages.timestamp import VFR_TIME_BASE, Timeline
+from stages.video.timestamp import VFR_TIME_BASE, Timeline
 
 P = 1e9 / 60
 
@@ -278,7 +278,7 @@ def test_converted_frames_reuse_their_pages() -> None:
     code = (
         "import resource, av, numpy as np\n"
         "from av.video.reformatter import VideoReformatter\n"
-        "from stages.encode import conversion_options, reuse_frame_buffers\n"
+        "from stages.video.encode import conversion_options, reuse_frame_buffers\n"
         "assert reuse_frame_buffers()\n"
         "slots = [av.VideoFrame.from_numpy_buffer(np.zeros((1080, 1920, 4), np.uint8), 'bgra') for _ in range(3)]\n"
         "scaler, options, last = VideoReformatter(), conversion_options(), None\n"

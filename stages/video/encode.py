@@ -9,7 +9,7 @@ overloaded encoder catches up and the video keeps pace with the audio instead
 of ending seconds short. MKV is the default container;
 ``.mp4`` is written fragmented, so a crash leaves a playable file. Audio
 blocks, when the plan has an audio stage, come on a second input and go to
-their own streams in the same file (``stages.audioenc``); the file is closed
+their own streams in the same file (``stages.audio.encode``); the file is closed
 once both paths ended.
 """
 
@@ -32,9 +32,9 @@ from pipeline.config import EncodeConfig
 from pipeline.errors import FramepipeError
 from pipeline.ring import Ring
 from pipeline.stage import Stage
-from stages.audioenc import AudioEncoder
+from stages.audio.encode import AudioEncoder
 from stages.output import container_for, output_size
-from stages.timestamp import VFR_TIME_BASE
+from stages.video.timestamp import VFR_TIME_BASE
 
 FALLBACK_ENCODER = "libx264"
 LATENCY_BIN_NS = 250_000  # capture-to-packet latency histogram: 0.25 ms bins ...
@@ -51,7 +51,7 @@ LOW_SPACE_BYTES = 1 << 30  # warn when the output's disk has less than this left
 LOW_SPACE_SECONDS = 120  # ... or less than this many seconds at the current rate
 
 
-class DiskFull(FramepipeError):
+class DiskFull(FramepipeError, OSError):
     """The output's file system is full; the message says what is kept."""
 
 

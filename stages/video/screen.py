@@ -24,7 +24,7 @@ from pipeline.config import ScreenConfig
 from pipeline.errors import SetupError
 from pipeline.ring import FLAG_DISCONT, PIXFMT_BGRA, Ring, SlotHeader
 from pipeline.stage import Stage
-from stages.xshm import MAX_OFFSET, XshmGrabber, XshmUnavailable
+from stages.video.xshm import MAX_OFFSET, XshmGrabber, XshmUnavailable
 
 
 def mss_backend(backend: str) -> str:

@@ -1,6 +1,6 @@
 """Judge A/V sync from the file alone: tone bursts in an audio track against the test screen's frames.
 
-The tone player (``framepipe.tone``) starts a burst at every whole second W of the pipeline clock;
+The tone player (``framepipe.proof.tone``) starts a burst at every whole second W of the pipeline clock;
 the test screen paints state n at ``base_ns + n / fps`` of the same clock. ``read_track`` decodes one
 audio track (placed by its timestamps, never packed); ``onsets`` finds each burst's first sample;
 ``sync_report`` compares each onset with the video:
@@ -16,7 +16,7 @@ audio track (placed by its timestamps, never packed); ``onsets`` finds each burs
 Drift is the slope of ``offset_ms`` over the run (ms per minute), and the last bursts against the
 first. Lengths: where the audio track ends against where the video ends (last frame + one period).
 
-CLI: ``python -m framepipe.avsync FILE --screen-info S.json --tone-info T.json [--base-time-ns N]
+CLI: ``python -m framepipe.proof.avsync FILE --screen-info S.json --tone-info T.json [--base-time-ns N]
 [--track I] [--json]``.
 """
 
@@ -33,8 +33,8 @@ from typing import Any
 import av
 import numpy as np
 
-from framepipe import judge, testscreen, tone
-from framepipe.judge import JudgeError
+from framepipe.proof import judge, testscreen, tone
+from framepipe.proof.judge import JudgeError
 
 THRESHOLD = 0.5  # an onset is where the tone's envelope first reaches this share of the burst's amplitude
 QUIET_S = 0.3  # ... after at least this long below it
@@ -249,7 +249,8 @@ def judge_file(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m framepipe.avsync", description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m framepipe.proof.avsync",
+                                     description=(__doc__ or "").split("\n")[0])
     parser.add_argument("file", type=Path, help="recorded file (video of the test screen, audio of the tone)")
     parser.add_argument("--screen-info", type=Path, required=True, help="the test screen's info JSON")
     parser.add_argument("--tone-info", type=Path, required=True, help="the tone player's info JSON")

@@ -17,12 +17,14 @@ import ctypes.util
 import os
 from ctypes import POINTER, Structure, c_char_p, c_int, c_uint8, c_uint16, c_uint32, c_void_p
 
+from pipeline.errors import FramepipeError
+
 ZPIXMAP = 2
 ALL_PLANES = 0xFFFFFFFF
 MAX_OFFSET = 2**32 - 1  # ShmGetImage offsets are 32-bit
 
 
-class XshmUnavailable(Exception):
+class XshmUnavailable(FramepipeError, OSError):
     """This display cannot do fd-based MIT-SHM grabs (remote, old server, no libxcb-shm)."""
 
 

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from pipeline.errors import FramepipeError
+
 #: Seconds to wait for the server to answer.
 START_TIMEOUT_S = 10.0
 #: Seconds to wait for a terminated server before killing it.
@@ -38,7 +40,7 @@ def sink_args(name: str) -> list[str]:
     return [f"sink_name={name}", f"rate={RATE}", "norewinds=1"]
 
 
-class PulseError(RuntimeError):
+class PulseError(FramepipeError, RuntimeError):
     """The PulseAudio server could not be started or asked; the message says what to do."""
 
 

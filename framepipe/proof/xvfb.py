@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from pipeline.errors import FramepipeError
 from pipeline.shm import pid_alive
 
 #: First display number tried; numbers below are left to people's own servers.
@@ -30,7 +31,7 @@ STOP_TIMEOUT_S = 5.0
 _SOCKET_DIR = Path("/tmp/.X11-unix")
 
 
-class XvfbError(RuntimeError):
+class XvfbError(FramepipeError, RuntimeError):
     """The virtual screen could not be started; the message says what to do."""
 
 

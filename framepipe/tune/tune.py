@@ -1,12 +1,12 @@
 """``framepipe tune``: find by real trials the settings that hold a target here, and save them.
 
-Runs in the CLI process. It probes the machine (``framepipe.tuneprobe``), paints the test screen
+Runs in the CLI process. It probes the machine (``framepipe.tune.probe``), paints the test screen
 on the display being tuned (a new virtual screen when there is none), then runs the search of
-``framepipe.tunesearch``: each trial is ``python -m framepipe record`` in a subprocess with the
+``framepipe.tune.search``: each trial is ``python -m framepipe record`` in a subprocess with the
 candidate as its --config, measured by the bench's launcher (the tree's CPU by
 getrusage(RUSAGE_CHILDREN), and sampled while recording), and judged by reading the file back
-(``framepipe.judge``: a state on screen at a capture instant yet missing is lost). The winner
-goes to this machine's profile (``framepipe.profile``); when nothing holds, no profile is
+(``framepipe.proof.judge``: a state on screen at a capture instant yet missing is lost). The winner
+goes to this machine's profile (``framepipe.tune.profile``); when nothing holds, no profile is
 written and tune says which lower target holds, and why the target does not.
 """
 
@@ -22,11 +22,21 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from framepipe import benchrun, judge, profile
+from framepipe.bench import run as benchrun
 from framepipe.demo import display as tuning_display
-from framepipe.testscreen import CODE_HEIGHT, CODE_WIDTH, TestscreenError, code_origin, load_info, start_testscreen
-from framepipe.tuneprobe import Probe, probe
-from framepipe.tunesearch import (
+from framepipe.proof import judge
+from framepipe.proof.testscreen import (
+    CODE_HEIGHT,
+    CODE_WIDTH,
+    TestscreenError,
+    code_origin,
+    load_info,
+    start_testscreen,
+)
+from framepipe.proof.xvfb import XvfbError, stop_process
+from framepipe.tune import profile
+from framepipe.tune.probe import Probe, probe
+from framepipe.tune.search import (
     Candidate,
     Search,
     Space,
@@ -37,7 +47,6 @@ from framepipe.tunesearch import (
     nothing_holds,
     split_cpus,
 )
-from framepipe.xvfb import XvfbError, stop_process
 from pipeline.config import ScreenConfig, build_section
 from pipeline.errors import ConfigError, SetupError
 
@@ -71,7 +80,7 @@ def check(options: TuneOptions) -> ScreenConfig:
 
 def resolve_target(config: ScreenConfig, screen: tuple[int, int]) -> tuple[Target, dict[str, int]]:
     """The target (region relative to monitor 1) and its rectangle on the screen; it must hold the test code."""
-    from stages.screen import screen_rect
+    from stages.video.screen import screen_rect
 
     rect = screen_rect(config)
     cx, cy = code_origin(*screen)

@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 #: Where the naive baseline script lives (a checkout; it is not part of the installed package).
-NAIVE_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "naive_grab_encode.py"
+NAIVE_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "naive_grab_encode.py"
 SAMPLE_S = 0.1  # memory sampling interval
 START_GRACE_S = 60.0  # time a recorder may take beyond its duration to start and finish the file
 STOP_WAIT_S = 10.0  # after each stop request, how long to wait before the next, harder one

@@ -3,7 +3,7 @@
 Cores and how busy each is, memory, free /dev/shm, the display's size, the cost of one grab per
 backend (xshm: the X server writes into shared memory; mss: one grab plus one copy, as the
 screen stage does it), audio inputs (when the audio stage is built), and which hardware
-encoders really open (``stages.encode.try_open``: listed is not working).
+encoders really open (``stages.video.encode.try_open``: listed is not working).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from framepipe.tunesearch import HARDWARE, Target
+from framepipe.tune.search import HARDWARE, Target
 from pipeline.config import EncodeConfig
 from pipeline.errors import FramepipeError
 from pipeline.ring import Geometry, Ring, ring_bytes
@@ -109,7 +109,7 @@ def grab_costs(display: str, rect: dict[str, int]) -> dict[str, float | None]:
     """Mean ms per grab of ``rect`` with each backend, the way the screen stage grabs."""
     import mss
 
-    from stages.xshm import XshmGrabber, XshmUnavailable
+    from stages.video.xshm import XshmGrabber, XshmUnavailable
 
     w, h = rect["width"], rect["height"]
     out: dict[str, float | None] = {}
@@ -139,7 +139,7 @@ def encode_cost(target: Target) -> float:
     import av
     from av.video.reformatter import VideoReformatter
 
-    from stages.encode import codec_options, frame_rate
+    from stages.video.encode import codec_options, frame_rate
 
     w, h = target.region[2], target.region[3]
     ctx: Any = av.CodecContext.create("libx264", "w")
@@ -161,7 +161,7 @@ def encode_cost(target: Target) -> float:
 
 def open_encoders(target: Target) -> dict[str, str | None]:
     """libx264 and each hardware encoder, opened for real at the target's size: None if it opens."""
-    from stages.encode import try_open
+    from stages.video.encode import try_open
 
     w, h = target.region[2], target.region[3]
     return {name: try_open(EncodeConfig(encoder=name), w, h, target.fps) for name in ("libx264", *HARDWARE)}
@@ -170,7 +170,7 @@ def open_encoders(target: Target) -> dict[str, str | None]:
 def audio_inputs() -> str:
     """The audio inputs, when the audio stage is built (its probe runs in a process of its own)."""
     try:
-        from stages.audiodev import probe_inputs
+        from stages.audio.devices import probe_inputs
     except ImportError:
         return "not built"
     try:

@@ -27,7 +27,7 @@ def start_module(
 ) -> subprocess.Popen[bytes]:
     """Run ``python -m module args``; return once ``info`` exists, or raise ``error(why)`` with its last words."""
     info.unlink(missing_ok=True)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, full_env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", module, *args]

@@ -4,7 +4,7 @@
 plane; ``judge`` counts states written, missing, repeated and swapped; ``timestamp_errors``
 compares capture times with the times the shown states were painted.
 
-CLI: ``python -m framepipe.judge FILE --info INFO [--origin X,Y] [--base-time-ns N] [--json]``.
+CLI: ``python -m framepipe.proof.judge FILE --info INFO [--origin X,Y] [--base-time-ns N] [--json]``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Any
 import av
 import numpy as np
 
-from framepipe.testscreen import CODE_BITS, CODE_BLOCK, CODE_BORDER, CODE_HEIGHT, CODE_WIDTH, load_info
+from framepipe.proof.testscreen import CODE_BITS, CODE_BLOCK, CODE_BORDER, CODE_HEIGHT, CODE_WIDTH, load_info
+from pipeline.errors import FramepipeError
 
 #: Codes wrap at this value.
 CODE_MODULO = 1 << CODE_BITS
@@ -39,7 +40,7 @@ _LUMA_PLANE_FORMATS = frozenset({
 _WEIGHTS = 1 << np.arange(CODE_BITS - 1, -1, -1)
 
 
-class JudgeError(RuntimeError):
+class JudgeError(FramepipeError, RuntimeError):
     """The recording cannot be judged; the message says why."""
 
 
@@ -353,7 +354,7 @@ def _origin(text: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m framepipe.judge",
+    parser = argparse.ArgumentParser(prog="python -m framepipe.proof.judge",
                                      description=(__doc__ or "").split("\n")[0])
     parser.add_argument("file", type=Path, help="recorded video file")
     parser.add_argument("--info", type=Path, required=True, help="the test screen's info JSON")

@@ -12,6 +12,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from framepipe.tune.profile import cpu_model
+
 X264_SEI = re.compile(rb"x264 - core (\d+[^-]*?) - H\.264/MPEG-4 AVC codec.*?options: ([ -~]*)")
 
 
@@ -50,16 +52,6 @@ def _command_output(cmd: Sequence[str]) -> bytes:
         return subprocess.run(list(cmd), capture_output=True, timeout=30, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return b""
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, Any]:

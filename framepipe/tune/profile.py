@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import platform
 import re
 import socket
 import tomllib
@@ -69,10 +70,14 @@ class Machine:
 
 
 def cpu_model() -> str:
-    """The CPU model name (the bench's reading of /proc/cpuinfo)."""
-    from framepipe.benchreport import cpu_model
-
-    return cpu_model()
+    """The CPU model name, from /proc/cpuinfo (else what the platform module says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def display_size(display: str | None = None) -> str:
@@ -154,7 +159,7 @@ def encoder_problem(profile: Profile) -> str | None:
     encoder = profile.settings["encode"].get("encoder", "libx264")
     if encoder == "libx264":
         return None
-    from stages.encode import try_open
+    from stages.video.encode import try_open
 
     region = profile.tuned.get("region") or [0, 0, 1280, 720]
     why = try_open(EncodeConfig(encoder=encoder), int(region[2]), int(region[3]), float(profile.tuned.get("fps", 60)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framepipe.judge import Frame
+from framepipe.proof.judge import Frame
 
 
 @dataclass(frozen=True)

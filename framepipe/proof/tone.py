@@ -1,15 +1,16 @@
 """The test sound: a tone burst at every whole second of the pipeline clock, played into a PulseAudio sink.
 
-Run as ``python -m framepipe.tone --sink fp_out [--freq 1000] [--burst-ms 50] [--info FILE] [--duration S]``
+Run as ``python -m framepipe.proof.tone --sink fp_out [--freq 1000] [--burst-ms 50] [--info FILE] [--duration S]``
 or start it from Python with :func:`start_tone`.
 
 The burst of ``--freq`` Hz starts (sine phase 0, no fade-in: a sharp onset) on each sample whose
 output time is a whole second of ``pipeline.clock.now_ns()``, the clock that also paints the test
 screen. A sample's output time comes from PortAudio: ``outputBufferDacTime - currentTime`` is how long
 until the buffer's first sample is played, added to PortAudio's callback time brought onto the
-pipeline clock (``ClockBridge``). Per callback that is noisy, so the player fits a line through
-those estimates against sample counts (the recorder's own ``ClockFit``: it follows the sink's drift
-too) and places every burst by sample count on it. The info JSON names the sink, tone and period;
+pipeline clock (the least callback delay of the last seconds). Per callback that is noisy, so the player
+fits a line through those estimates against sample counts (``PlayClock``, its own: the recorder's
+clock fit is what the bursts check) and places every burst by sample count on it. The info JSON names
+the sink, tone and period;
 the ``FILE.stats`` written at the end holds the output latency measured (p50, min, max) and
 underflows.
 """
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -31,22 +33,28 @@ from typing import Any
 
 import numpy as np
 
-from framepipe.launch import start_module
+from framepipe.proof.launch import start_module
 from pipeline.clock import NS_PER_S, now_ns
-from stages.audiotime import ClockBridge, ClockFit
+from pipeline.errors import FramepipeError
 
 RATE = 48_000
 AMPLITUDE = 0.5
 FADE_OUT_MS = 2.0  # a short fade at the burst's end (its start stays sharp)
 LATENCY_S = 0.2  # output buffer: large, so a loaded machine does not underflow it (the sink's latency is pinned
-# by its monitor's listener, see framepipe.pulse, so a large buffer does not make the sink render far ahead)
+# by its monitor's listener, see framepipe.proof.pulse, so a large buffer does not make the sink render far ahead)
 PRIORITY = -10  # nice value asked for (root only): the reference must play on time
 SETTLE_S = 6.0  # start_tone returns once the player has played this long: its clock fit has settled and
 # learned the sink's drift (5 s of points), so the bursts are on time from the first
 START_TIMEOUT_S = 10.0
 
 
-class ToneError(RuntimeError):
+FIT_WINDOW_S = 20.0  # the player's line is fitted over this many seconds of samples ...
+OFFSET_WINDOW_S = 2.0  # ... its offset is the median over the last this many (a stray callback does not move it)
+FIT_MIN_POINTS = 5
+BRIDGE_NS = 2 * NS_PER_S
+
+
+class ToneError(FramepipeError, RuntimeError):
     """The tone player cannot run; the message says why."""
 
 
@@ -59,6 +67,59 @@ def burst(freq: float, burst_ms: float, rate: int = RATE) -> np.ndarray:
     return out.astype(np.float32)
 
 
+class Bridge:
+    """PortAudio's callback times on the pipeline clock: the least callback delay over the last BRIDGE_NS."""
+
+    def __init__(self) -> None:
+        self._window: deque[tuple[int, int]] = deque()  # (arrival, delay), delays increasing
+
+    def to_clock(self, arrival_ns: int, stamp_ns: int) -> int:
+        delay = arrival_ns - stamp_ns
+        while self._window and self._window[-1][1] >= delay:
+            self._window.pop()
+        self._window.append((arrival_ns, delay))
+        while arrival_ns - self._window[0][0] > BRIDGE_NS:
+            self._window.popleft()
+        return stamp_ns + self._window[0][1]
+
+
+class PlayClock:
+    """When sample S is played: a least-squares slope over FIT_WINDOW_S, the offset a median over the last
+    OFFSET_WINDOW_S; an underflow starts afresh (later samples play later)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.points: deque[tuple[int, int]] = deque()  # (sample, play time ns)
+        self.alpha = 0.0
+        self.beta = NS_PER_S / rate  # ns per sample
+
+    @property
+    def ready(self) -> bool:
+        return len(self.points) >= FIT_MIN_POINTS
+
+    def add(self, sample: int, t_ns: int) -> None:
+        self.points.append((sample, t_ns))
+        while sample - self.points[0][0] > FIT_WINDOW_S * self.rate:
+            self.points.popleft()
+        if not self.ready:
+            return
+        pts = np.array(self.points, np.float64)
+        s, t = pts[:, 0] - pts[0, 0], pts[:, 1] - pts[0, 1]
+        if s[-1] > self.rate:  # a second of samples: fit the rate, else keep the nominal one
+            self.beta = float(np.polyfit(s, t, 1)[0])
+        recent = pts[pts[:, 0] >= sample - OFFSET_WINDOW_S * self.rate]
+        self.alpha = float(np.median(recent[:, 1] - self.beta * recent[:, 0]))
+
+    def discontinuity(self) -> None:
+        self.points.clear()
+
+    def time_of(self, sample: float) -> float:
+        return self.alpha + sample * self.beta
+
+    def sample_at(self, t_ns: float) -> float:
+        return (t_ns - self.alpha) / self.beta
+
+
 class Placer:
     """Which samples of each buffer hold a burst, from output times (pure: unit-testable)."""
 
@@ -67,7 +128,7 @@ class Placer:
         self.period_ns = period_ns
         self.rate = rate
         self.sent = 0  # samples handed to the device so far
-        self.fit = ClockFit(rate)  # output time of sample S
+        self.fit = PlayClock(rate)  # output time of sample S
 
     def fill(self, out: np.ndarray, first_out_ns: float | None) -> None:
         """Fill ``out`` (frames, channels); ``first_out_ns``: when its first sample is played, if known."""
@@ -110,7 +171,7 @@ def run(
     latencies: list[int] = []
     underflows = 0
 
-    bridge = ClockBridge()
+    bridge = Bridge()
 
     def callback(out: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         nonlocal underflows
@@ -171,7 +232,8 @@ def start_tone(
     info = Path(info_path)
     args = ["--sink", sink, "--freq", str(freq), "--burst-ms", str(burst_ms), "--info", str(info)]
     proc = start_module(
-        "framepipe.tone", args, info, env=env, timeout_s=timeout_s, error=ToneError, keep_line=lambda ln: "tone:" in ln
+        "framepipe.proof.tone", args, info, env=env, timeout_s=timeout_s, error=ToneError,
+        keep_line=lambda ln: "tone:" in ln,
     )
     time.sleep(SETTLE_S)
     return proc
@@ -184,7 +246,7 @@ def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m framepipe.tone", description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m framepipe.proof.tone", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--sink", required=True, help="PulseAudio sink to play into (PULSE_SERVER picks the server)")
     parser.add_argument("--freq", type=float, default=1000.0, help="tone frequency in Hz (default 1000)")
     parser.add_argument("--burst-ms", type=float, default=50.0, help="burst length in ms (default 50)")

@@ -28,8 +28,9 @@ from pipeline.config import AudioConfig
 from pipeline.errors import SetupError
 from pipeline.ring import FLAG_DISCONT, Ring, SlotHeader
 from pipeline.stage import Stage
-from stages.audiodev import DeviceChoice, NoDefaultInput, portaudio, quiet_stderr, resolve
-from stages.audiotime import Block, SourceTimeline
+from stages.audio.clockfit import Block
+from stages.audio.devices import DeviceChoice, NoDefaultInput, portaudio, quiet_stderr, resolve
+from stages.audio.resample import SourceTimeline
 from stages.output import OUT_RATE
 
 PCM_F32P = 2  # slot pixfmt: planar float32 samples, one row per channel

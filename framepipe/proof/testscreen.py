@@ -1,6 +1,6 @@
 """The test picture: a frame-numbered code plus moving content, painted on an X root window.
 
-Run as ``python -m framepipe.testscreen --display :91 --fps 60 [--heavy] [--info FILE] [--duration S]``
+Run as ``python -m framepipe.proof.testscreen --display :91 --fps 60 [--heavy] [--info FILE] [--duration S]``
 or start it from Python with :func:`start_testscreen`.
 
 State ``n`` is painted at the absolute deadline ``base_ns + n / fps`` of ``pipeline.clock.now_ns()``
@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from framepipe.launch import start_module
+from framepipe.proof.launch import start_module
 from pipeline.clock import NS_PER_S, now_ns, sleep_until
+from pipeline.errors import FramepipeError
 
 #: Bits of the frame number carried by the code (it wraps at 2**CODE_BITS).
 CODE_BITS = 16
@@ -57,7 +58,7 @@ BAR_COLOURS = (0xF0A030, 0x30F0A0, 0xA030F0)
 START_TIMEOUT_S = 10.0
 
 
-class TestscreenError(RuntimeError):
+class TestscreenError(FramepipeError, RuntimeError):
     """The test screen cannot run; the message says why."""
 
     __test__ = False  # not a pytest test class
@@ -119,7 +120,7 @@ _ZPIXMAP, _LSBFIRST, _UNSORTED = 2, 0, 0
 
 def _typed_xlib() -> ctypes.CDLL:
     """libX11 with the drawing calls typed."""
-    from framepipe.xvfb import load_xlib
+    from framepipe.proof.xvfb import load_xlib
 
     lib = load_xlib()
     vp, ul, i, u = ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_uint
@@ -355,14 +356,14 @@ def start_testscreen(display: str, fps: float = 60, heavy: bool = False, *,
         args.append("--heavy")
     if duration_s is not None:
         args += ["--duration", str(duration_s)]
-    proc = start_module("framepipe.testscreen", args, info, timeout_s=timeout_s, error=TestscreenError)
+    proc = start_module("framepipe.proof.testscreen", args, info, timeout_s=timeout_s, error=TestscreenError)
     data = load_info(info)
     sleep_until(data["base_ns"] + data["period_ns"])
     return proc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m framepipe.testscreen",
+    parser = argparse.ArgumentParser(prog="python -m framepipe.proof.testscreen",
                                      description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--display", default=os.environ.get("DISPLAY"), help="X display, e.g. :91")
     parser.add_argument("--fps", default="60", help="states per second (e.g. 60, 120, 30000/1001)")

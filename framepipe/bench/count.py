@@ -1,6 +1,6 @@
 """Count what one bench recording shows, the same way for every recorder.
 
-The judge reads every frame's code back (``framepipe.judge``); here its report becomes the bench's
+The judge reads every frame's code back (``framepipe.proof.judge``); here its report becomes the bench's
 figures. ``lost`` counts screen states that were on screen at one of the recorder's own capture
 instants (its nominal grid, ``start + k / fps``, with a 2 ms margin either side) yet are not in
 the file, plus frames short at the ends; a state the test screen painted too late to be on screen
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from framepipe import judge
-from framepipe.testscreen import CODE_BITS, CODE_BLOCK, CODE_BORDER, CODE_HEIGHT, CODE_WIDTH
+from framepipe.proof import judge
+from framepipe.proof.testscreen import CODE_BITS, CODE_BLOCK, CODE_BORDER, CODE_HEIGHT, CODE_WIDTH
 
 TOLERANCE_NS = 2_000_000  # a state counts as seeable at an instant this far inside its time on screen
 

@@ -4,8 +4,8 @@ For each scenario the bench starts a virtual screen of its size (or uses ``--dis
 frame-numbered test screen on it, and records it, one after another on the same screen, with
 framepipe, with ffmpeg's x11grab at the same encoder settings, and with a naive one-loop Python
 grab-then-encode script. Then it decodes every file, reads the frame numbers back and counts
-(``framepipe.benchcount``), writes bench.json and bench.md into ``--out`` and draws a PNG per run.
-``--micro`` adds the pipeline's micro-benchmarks (``framepipe.benchmicro``).
+(``framepipe.bench.count``), writes bench.json and bench.md into ``--out`` and draws a PNG per run.
+``--micro`` adds the pipeline's micro-benchmarks (``framepipe.bench.micro``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from framepipe import benchcount, benchreport, benchrun
-from framepipe.xvfb import stop_process
+from framepipe.bench import count as benchcount
+from framepipe.bench import report as benchreport
+from framepipe.bench import run as benchrun
+from framepipe.proof.xvfb import stop_process
 from pipeline.errors import ConfigError, SetupError
 
 SETTLE_S = 1.0  # pause between two recorders, so one's exit does not overlap the next one's start
@@ -114,7 +116,7 @@ def screen(scenario: Scenario, display: str | None) -> Iterator[tuple[str, int |
     if display is not None:
         yield display, None
         return
-    from framepipe.xvfb import VirtualScreen
+    from framepipe.proof.xvfb import VirtualScreen
 
     with VirtualScreen(scenario.width, scenario.height) as xvfb:
         yield xvfb.display, xvfb.pid
@@ -140,7 +142,7 @@ class Recorded:
 
 def record_all(scenario: Scenario, options: BenchOptions, folder: Path) -> Recorded | str:
     """Record the scenario with every recorder on one screen; or why it cannot be recorded here."""
-    from framepipe.testscreen import load_info, start_testscreen
+    from framepipe.proof.testscreen import load_info, start_testscreen
 
     folder.mkdir(parents=True, exist_ok=True)
     info_path = folder / "screen.json"
@@ -213,7 +215,7 @@ class Judged:
 
 def judge_one(launch: benchrun.Launch, usage: benchrun.Usage, offset_ns: int, rec: Recorded) -> Judged:
     """Every figure of one recorder in one run."""
-    from framepipe import judge
+    from framepipe.proof import judge
 
     cap, info, painter = rec.cap, rec.info, rec.painter
     result: dict[str, Any] = {
@@ -276,7 +278,7 @@ def run_scenario(scenario: Scenario, options: BenchOptions) -> dict[str, Any]:
 
 
 def plot(scenario: Scenario, judged: dict[str, Judged], path: Path) -> Path:
-    from framepipe import benchplot
+    from framepipe.bench import plot as benchplot
 
     period = 1 / scenario.fps
     tracks = [benchplot.track(name, j.frames, period, j.late) for name, j in judged.items() if j.frames]
@@ -287,7 +289,7 @@ def plot(scenario: Scenario, judged: dict[str, Judged], path: Path) -> Path:
 
 def micro(options: BenchOptions) -> tuple[dict[str, Any], dict[str, Any]]:
     """The transport micro-benchmark, and a short framepipe-only run for capture-to-packet latency."""
-    from framepipe import benchmicro
+    from framepipe.bench import micro as benchmicro
 
     print("bench: micro: ring transport against memcpy and multiprocessing.Queue", file=sys.stderr)
     result = benchmicro.run_micro()

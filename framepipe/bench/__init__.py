@@ -1,0 +1,1 @@
+"""Benchmarks: recordings judged from their files, beside ffmpeg and a naive loop."""

@@ -1,0 +1,1 @@
+"""Video: screen capture (and its grab backends), the timestamper, the video encoder."""
