@@ -71,8 +71,8 @@ def config_tables(config: PipelineConfig | None = None, settings: Mapping[str, A
     tables: dict[str, Any] = {name: {} for name in SECTIONS}
     if config is not None:
         tables.update({name: asdict(getattr(config, name)) for name in SECTIONS})
-        if getattr(config, "outputs", ()):  # [[output]] tables, once PipelineConfig has them
-            tables["output"] = [asdict(o) for o in config.outputs]  # type: ignore[attr-defined]
+        if config.outputs:  # the [[output]] tables
+            tables["output"] = [asdict(o) for o in config.outputs]
     given: dict[tuple[str, str], str] = {}
     for name, value in (settings or {}).items():
         if value is None:

@@ -1,4 +1,4 @@
-"""The ``framepipe`` command: record, demo, bench, tune, devices.
+"""The ``framepipe`` command: record, ctl, plan, demo, bench, tune, devices.
 
 Every mistake people can fix ends as one line on stderr and exit status 2.
 """
@@ -70,12 +70,25 @@ def build_parser() -> Parser:
     parser = Parser(prog="framepipe", description="Record the screen with every frame.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    rec = sub.add_parser("record", help="record the screen to a file (Ctrl+C stops and saves)")
-    rec.add_argument("output", help="output file: .mkv (default choice), .mp4 or .mov (fragmented)")
+    rec = sub.add_parser("record", help="record the screen (Ctrl+C or `framepipe ctl stop` stops and saves)")
+    rec.add_argument("output", nargs="?", help="output file: .mkv (default choice), .mp4 or .mov (fragmented); "
+                     "may be left out when the --config file has [[output]] tables")
     rec.add_argument("--duration", type=positive, help="stop after this many seconds (default: until Ctrl+C)")
     add_pipeline_flags(rec)
     rec.add_argument("--stats-json", help="write every counter of the run to this JSON file")
     rec.add_argument("--quiet", action="store_true", help="no live status line")
+    rec.add_argument("--dry-run", action="store_true", help="print the graph it would run, one line a stage, and stop")
+
+    plan = sub.add_parser("plan", help="print the graph a pipeline config runs, one line a stage")
+    plan.add_argument("config", help="pipeline config file (TOML) with [[output]] tables")
+    plan.add_argument("--no-profile", action="store_true", help="ignore this machine's tuned profile")
+
+    ctl = sub.add_parser("ctl", help="steer a running recording: status, pause, resume, stop, save-replay, marker")
+    ctl.add_argument("verb", choices=("status", "pause", "resume", "toggle-pause", "stop", "save-replay", "marker"),
+                     help="what to do")
+    ctl.add_argument("arg", nargs="?", help="save-replay: SECONDS (default: all it holds); marker: TEXT")
+    ctl.add_argument("--json", action="store_true", help="the answer as JSON")
+    ctl.add_argument("--pid", type=int, help="the recording's pid, when several run (the error lists them)")
 
     demo = sub.add_parser("demo", help="record moving test content (on a virtual screen if there is no display)")
     demo.add_argument("output", nargs="?", default="demo.mkv", help="output file, replaced (default demo.mkv)")
@@ -136,14 +149,27 @@ def cmd_record(args: argparse.Namespace) -> int:
     from framepipe.record import RecordJob, record
 
     job = RecordJob(
-        output=args.output,
-        config=pipeline_config(args),
+        config=cfg.with_output(pipeline_config(args), args.output),
         duration_s=args.duration,
         overwrite=args.overwrite,
         stats_json=args.stats_json,
         status_line=not args.quiet,
+        dry_run=args.dry_run,
     )
     return record(job)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from framepipe.plan import plan
+
+    print("\n".join(plan(cfg.with_output(pipeline_config(args, flags=False), None)).lines()))
+    return 0
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from framepipe.ctl import ctl
+
+    return ctl(args.verb, args.arg, as_json=args.json, pid=args.pid)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -153,13 +179,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.output, pipeline_config(args, "1920x1080" if virtual else None), args.duration, args.virtual)
 
 
-def pipeline_config(args: argparse.Namespace, display_size: str | None = None) -> cfg.PipelineConfig:
+def pipeline_config(
+    args: argparse.Namespace, display_size: str | None = None, flags: bool = True
+) -> cfg.PipelineConfig:
     """Defaults < this machine's tuned profile < --config file < flags (record and demo); says in one line
     which profile is used, or why the one found is not (after the config loaded: a bad flag stays one line)."""
     from framepipe.tune.profile import for_record
 
     tuned, warning = (None, None) if args.no_profile else for_record(display_size)
-    config = cfg.load(args.config, overrides(args), tuned.settings if tuned is not None else None)
+    config = cfg.load(args.config, overrides(args) if flags else None, tuned.settings if tuned is not None else None)
     line = warning or (tuned.notice(config) if tuned is not None else None)
     if line:
         print(line, file=sys.stderr)
@@ -226,8 +254,8 @@ def audio_lines(audio: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"record": cmd_record, "demo": cmd_demo, "bench": cmd_bench, "tune": cmd_tune,
-                    "devices": cmd_devices}  # fmt: skip
+        commands = {"record": cmd_record, "ctl": cmd_ctl, "plan": cmd_plan, "demo": cmd_demo, "bench": cmd_bench,
+                    "tune": cmd_tune, "devices": cmd_devices}  # fmt: skip
         return commands[args.command](args)
     except FramepipeError as exc:
         print(f"framepipe: {exc}", file=sys.stderr)

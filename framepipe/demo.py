@@ -19,7 +19,7 @@ from framepipe.proof import judge
 from framepipe.proof.testscreen import start_testscreen
 from framepipe.proof.xvfb import VirtualScreen
 from framepipe.record import RecordJob, record
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, with_output
 
 
 @contextlib.contextmanager
@@ -47,7 +47,7 @@ def demo(output: str, config: PipelineConfig, duration_s: float, virtual: bool) 
         stats_path = Path(tmp) / "stats.json"
         painter = start_testscreen(name, config.screen.fps, info_path=info_path)
         try:
-            job = RecordJob(output, config, duration_s, overwrite=True, stats_json=str(stats_path))
+            job = RecordJob(with_output(config, output), duration_s, overwrite=True, stats_json=str(stats_path))
             status = record(job)
         finally:
             painter.terminate()

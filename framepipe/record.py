@@ -1,14 +1,12 @@
-"""``framepipe record``: turn a config and an output path into a running pipeline.
+"""``framepipe record``: turn a config with its outputs into a running pipeline.
 
-Runs in the supervisor process: checks the output path and the screen,
-sizes the ring, builds the stage plan, runs it and writes the stats.
+Runs in the supervisor process: checks the output paths, has the planner build the graph, runs it
+(answering the control plane: ``status`` is built here), shows the live line and writes the stats.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import sys
 import tempfile
@@ -16,28 +14,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from framepipe.plan import plan
 from pipeline.clock import NS_PER_S, now_ns
-from pipeline.config import AudioConfig, PipelineConfig
-from pipeline.errors import ConfigError, SetupError
-from pipeline.ring import Geometry, ring_bytes
-from pipeline.supervisor import Outcome, RingSpec, StageSpec, Supervisor
+from pipeline.config import PipelineConfig
+from pipeline.errors import SetupError
+from pipeline.graph import RingSpec
+from pipeline.ring import ring_bytes
+from pipeline.steering import RecordingState
+from pipeline.supervisor import Outcome, Supervisor
 from stages.audio.devices import in_audio_process
-from stages.output import OUT_RATE, block_frames, check_codec, container_for, output_size
-from stages.video.screen import screen_rect
+from stages.outputs.formats import container_for, frame_rate, output_size
 
 SERIES_LIMIT = 2000  # ring fill samples kept in the stats (2 a second; halved when full)
 
 
 @dataclass(frozen=True)
 class RecordJob:
-    """One recording as people asked for it."""
+    """One recording as people asked for it (its outputs are in the config)."""
 
-    output: str
     config: PipelineConfig
     duration_s: float | None = None
     overwrite: bool = False
     stats_json: str | None = None
     status_line: bool = True
+    dry_run: bool = False  # print the graph, run nothing
 
 
 def check_output(path: str, overwrite: bool) -> None:
@@ -63,57 +63,6 @@ def check_writable(path: str, overwrite: bool) -> None:
         raise SetupError(f"{path} is a folder: give a file name such as {target / 'recording.mkv'}")
     if target.exists() and not overwrite:
         raise SetupError(f"{path} exists: pass --overwrite to replace it, or choose another name")
-
-
-def plan(job: RecordJob) -> tuple[list[StageSpec], list[RingSpec], dict[str, int]]:
-    """The stages and rings of a screen recording."""
-    cfg = job.config
-    rect = screen_rect(cfg.screen)
-    if cfg.encode.output_height > rect["height"]:
-        raise ConfigError(f"encode.output_height = {cfg.encode.output_height} is above the {rect['height']} pixels "
-                          "recorded: give a smaller height, or 0 to keep the size")
-    geometry = Geometry(rect["width"], rect["height"], rect["width"] * 4)
-    slots = max(3, round(cfg.screen.ring_seconds * cfg.screen.fps))
-    stages = [
-        StageSpec("screen", "stages.video.screen:ScreenCapture", cfg.screen, rings={"ring": "video"}, source=True),
-        StageSpec(
-            "timestamp",
-            "stages.video.timestamp:Timestamper",
-            cfg.timestamp,
-            inputs=("screen",),
-            extra={"fps": cfg.screen.fps},
-        ),
-        StageSpec(
-            "encode",
-            "stages.video.encode:Encoder",
-            cfg.encode,
-            inputs=("timestamp",),
-            extra={"fps": cfg.screen.fps, "output": job.output, "mode": cfg.timestamp.mode},
-            rings={"ring": "video"},
-        ),
-    ]
-    rings = [RingSpec("video", geometry, slots)]
-    if cfg.audio.sources:
-        add_audio(stages, rings, cfg.audio)
-    return stages, rings, rect
-
-
-def add_audio(stages: list[StageSpec], rings: list[RingSpec], audio: AudioConfig) -> None:
-    """The audio stage (a source: Stop reaches it) and its ring; the encoder gets it as a second input."""
-    block = block_frames(audio.codec)
-    tracks = len(audio.sources) + (1 if audio.mix else 0)
-    slots = max(4, math.ceil(audio.ring_seconds * OUT_RATE / block) * tracks)
-    rings.append(RingSpec("audio", Geometry(block, audio.channels, block * 4), slots))
-    stages.insert(1, StageSpec("audio", "stages.audio.capture:AudioCapture", audio, rings={"ring": "audio"},
-                               source=True))
-    i = next(i for i, s in enumerate(stages) if s.name == "encode")
-    enc = stages[i]
-    stages[i] = dataclasses.replace(
-        enc,
-        inputs=(*enc.inputs, "audio"),
-        rings={**enc.rings, "audio_ring": "audio"},
-        extra={**enc.extra, "audio_codec": audio.codec, "audio_bitrate_kbps": audio.bitrate_kbps},
-    )
 
 
 class RingSeries:
@@ -179,7 +128,11 @@ class StatusLine:
         fill = screen.get("ring_fill", 0)
         slots = screen.get("ring_slots", 1) or 1
         ring = f"ring {fill}/{slots} ({fill / slots:.0%})"
-        self._show(f"● REC {elapsed:6.1f} s  {fps:5.1f} fps  dropped {dropped}  {ring}")
+        steering = sup.steering
+        paused_s = steering.pauses.paused_ns(now - sup.outcome.base_time) / NS_PER_S if steering else 0.0
+        mark = "❚❚ PAUSED" if steering is not None and steering.state is RecordingState.PAUSED else "● REC"
+        pause = f"  paused {paused_s:.1f} s" if paused_s else ""
+        self._show(f"{mark} {elapsed - paused_s:6.1f} s{pause}  {fps:5.1f} fps  dropped {dropped}  {ring}")
 
     def _show(self, text: str) -> None:
         sys.stderr.write(f"\r{text}\x1b[K")
@@ -191,11 +144,21 @@ class StatusLine:
             sys.stderr.write("\n")
 
 
-def stats_of(
-    job: RecordJob, outcome: Outcome, rect: dict[str, int], ring: RingSpec, series: RingSeries | None = None
-) -> dict[str, Any]:
-    """The --stats-json document: every counter, by stage, with drops by reason (and ring fill over time)."""
-    st = {name: rec.stats for name, rec in outcome.stages.items()}
+def file_outputs(enc: dict[str, Any], config: PipelineConfig) -> list[dict[str, Any]]:
+    """Each output's own counts (from fp-encode's stats), with its path even before the first report."""
+    reported = enc.get("outputs") or []
+    out = []
+    for i, o in enumerate(config.outputs):
+        counts = reported[i] if i < len(reported) else {}
+        out.append({"kind": o.kind, "path": o.path, "state": counts.get("state", "open"),
+                    "frames": counts.get("frames", 0), "bytes": counts.get("bytes", 0),
+                    "dropped": {"behind": counts.get("dropped_behind", 0), "failed": counts.get("dropped_failed", 0)},
+                    **({"error": counts["error"]} if counts.get("error") else {})})  # fmt: skip
+    return out
+
+
+def frame_counts(st: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Frames by stage, and drops by stage and cause (stats JSON and ``ctl status``)."""
     screen, ts, enc = st.get("screen", {}), st.get("timestamp", {}), st.get("encode", {})
     dropped = {
         "ring_full": screen.get("dropped_ring_full", 0),
@@ -203,24 +166,69 @@ def stats_of(
         "encoder_shed": enc.get("shed", 0),
     }
     return {
-        "output": job.output,
+        "captured": screen.get("captured", 0),
+        "handed_on": ts.get("frames", 0),
+        "encoded": enc.get("encoded", 0),
+        "written": enc.get("packets", 0),
+        "paused": enc.get("paused_frames", 0),
+        "repeats": ts.get("repeats", 0),
+        "repeats_not_written": enc.get("repeats_not_written", 0),
+        "skips": ts.get("skips", 0),
+        "dropped": sum(dropped.values()),
+        "dropped_by_reason": dropped,
+    }
+
+
+def status_of(config: PipelineConfig) -> Any:
+    """The ``ctl status`` document's recording part (the supervisor adds state and times)."""
+
+    def status(sup: Supervisor) -> dict[str, Any]:
+        st = {name: rec.stats for name, rec in sup.outcome.stages.items()}
+        screen, enc = st.get("screen", {}), st.get("encode", {})
+        outputs = file_outputs(enc, config)
+        drops = {name: {k[len("dropped_"):]: v for k, v in stats.items() if k.startswith("dropped_")}
+                 for name, stats in st.items()}  # fmt: skip
+        drops["outputs"] = {o["path"]: o["dropped"] for o in outputs}
+        audio = audio_section(st.get("audio", {}), enc)
+        return {
+            "pid": os.getpid(),
+            "outputs": [o["path"] for o in outputs],
+            "output_details": outputs,
+            "fps": config.screen.fps,
+            "frames": frame_counts(st),
+            "drops": drops,
+            "ring": {"fill": screen.get("ring_fill", 0), "slots": screen.get("ring_slots", 0),
+                     "peak": screen.get("ring_peak", 0)},
+            "audio": audio["sources"] if audio else {},
+            "audio_tracks": audio["tracks"] if audio else [],
+            "warnings": sup.outcome.warnings[-20:],
+            "errors": sup.outcome.errors[-20:],
+        }
+
+    return status
+
+
+def stats_of(
+    job: RecordJob, outcome: Outcome, rect: dict[str, int], ring: RingSpec, series: RingSeries | None = None,
+    steering: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The --stats-json document: every counter, by stage, with drops by reason (and ring fill over time)."""
+    st = {name: rec.stats for name, rec in outcome.stages.items()}
+    screen, enc = st.get("screen", {}), st.get("encode", {})
+    outputs = file_outputs(enc, job.config)
+    return {
+        "output": outputs[0]["path"],
+        "outputs": outputs,
         "fps": job.config.screen.fps,
         "mode": job.config.timestamp.mode,
         "rect": rect,
         "output_size": list(output_size(rect["width"], rect["height"], job.config.encode.output_height)),
         "base_time_ns": outcome.base_time,
-        "recorded_s": screen.get("recorded_ns", 0) / NS_PER_S,
-        "frames": {
-            "captured": screen.get("captured", 0),
-            "handed_on": ts.get("frames", 0),
-            "encoded": enc.get("encoded", 0),
-            "written": enc.get("packets", 0),
-            "repeats": ts.get("repeats", 0),
-            "repeats_not_written": enc.get("repeats_not_written", 0),
-            "skips": ts.get("skips", 0),
-            "dropped": sum(dropped.values()),
-            "dropped_by_reason": dropped,
-        },
+        "recorded_s": screen.get("recorded_ns", 0) / NS_PER_S - enc.get("paused_ms", 0) / 1000,
+        "paused_s": enc.get("paused_ms", 0) / 1000,
+        "pauses": (steering or {}).get("pauses", 0),
+        "markers": (steering or {}).get("markers", []),
+        "frames": frame_counts(st),
         "ring": {
             "slots": ring.slots,
             "bytes": ring_bytes(ring.geometry, ring.slots),
@@ -295,9 +303,13 @@ def summary(stats: dict[str, Any]) -> str:
     f = stats["frames"]
     cpu = sum(s["cpu_s"] or 0 for s in stats["stages"].values())
     secs = stats["recorded_s"] or 1
+    paused = f", paused {stats['paused_s']:.1f} s ({stats['pauses']}x)" if stats.get("paused_s") else ""
     lines = [
-        f"framepipe: wrote {stats['output']}: {f['written']} frames in {stats['recorded_s']:.1f} s "
-        f"at {stats['fps']:g} fps" + scaled(stats),
+        f"framepipe: wrote {o['path']}: {o['frames']} frames in {stats['recorded_s']:.1f} s "
+        f"at {stats['fps']:g} fps" + scaled(stats) + paused + output_trouble(o)
+        for o in stats["outputs"]
+    ]
+    lines += [
         f"  dropped {f['dropped']} (ring full {f['dropped_by_reason']['ring_full']}, "
         f"late {f['dropped_by_reason']['capture_late']}, shed {f['dropped_by_reason']['encoder_shed']}), "
         f"repeats {f['repeats']}{behind(f)}, skips {f['skips']}, "
@@ -309,15 +321,33 @@ def summary(stats: dict[str, Any]) -> str:
     return "\n".join([*lines, audio] if audio else lines)
 
 
-def record(job: RecordJob) -> int:
-    """Run one recording; 0 when everything went well, 1 if a stage failed (the file is kept)."""
-    check_output(job.output, job.overwrite)
-    if job.config.audio.sources:
-        check_codec(job.output, job.config.audio.codec)
-        in_audio_process("check_sources", job.config.audio.sources)  # a wrong --audio: one line, nothing started
+def output_trouble(out: dict[str, Any]) -> str:
+    """What went wrong with one output, if anything (its error; packets it dropped)."""
+    dropped = out["dropped"]["behind"] + out["dropped"]["failed"]
+    parts = [f"failed: {out['error']}"] if out.get("error") else []
+    if out["dropped"]["behind"]:
+        parts.append(f"{out['dropped']['behind']} packets dropped: it fell behind")
+    return f" ({'; '.join(parts)})" if parts or dropped else ""
+
+
+def check_outputs(job: RecordJob) -> None:
+    """Every file output can be written (nothing is created); the stats file too."""
+    for out in job.config.outputs:
+        if out.kind == "file":
+            check_output(out.path, job.overwrite)
     if job.stats_json:
         check_writable(job.stats_json, overwrite=True)
-    stages, rings, rect = plan(job)
+
+
+def record(job: RecordJob) -> int:
+    """Run one recording; 0 when everything went well, 1 if a stage or an output failed (the files are kept)."""
+    check_outputs(job)
+    graph = plan(job.config)
+    if job.dry_run:
+        print("\n".join(graph.lines()))
+        return 0
+    if job.config.audio.sources:
+        in_audio_process("check_sources", job.config.audio.sources)  # a wrong --audio: one line, nothing started
     status = StatusLine(job.config.screen.fps, job.status_line and sys.stderr.isatty())
     grid = round(NS_PER_S / job.config.screen.fps)
     series = RingSeries()
@@ -326,13 +356,19 @@ def record(job: RecordJob) -> int:
         status(sup)
         series(sup)
 
-    supervisor = Supervisor(stages, rings, job.duration_s, on_tick=on_tick, grid_ns=grid)
+    supervisor = Supervisor(
+        list(graph.stages), list(graph.rings), job.duration_s, on_tick=on_tick, grid_ns=grid,
+        status_of=status_of(job.config), period_ns=float(NS_PER_S / frame_rate(job.config.screen.fps)),
+        outputs=tuple(o.path for o in job.config.outputs),
+    )  # fmt: skip
     try:
         outcome = supervisor.run()
     finally:
         status.end()
-    stats = stats_of(job, outcome, rect, rings[0], series)
+    steering = supervisor.steering.status() if supervisor.steering is not None else None
+    stats = stats_of(job, outcome, graph.info["rect"], graph.rings[0], series, steering)
     if job.stats_json:
         Path(job.stats_json).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     print(summary(stats), file=sys.stderr)
-    return 1 if outcome.errors else 0
+    failed = any(o.get("error") for o in stats["outputs"])
+    return 1 if outcome.errors or failed else 0

@@ -11,13 +11,14 @@ TOML layout (every table and key optional)::
     [timestamp]  mode, affinity, nice
     [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, output_height, overload, affinity, nice
     [audio]      sources, mix, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
+    [[output]]   kind (file), path; any number of them, each fed from the one encode
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -98,6 +99,18 @@ class AudioConfig(StageConfig):
     max_delay_ms: int = _opt(500, lo=50, hi=5000)  # a late source is waited for this long, then silence fills in
 
 
+OUTPUT_KINDS = ("file", "stream", "replay")
+OUTPUT_KINDS_HERE = ("file",)  # the kinds this version writes (stream and replay come with the outputs issue)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """One output of the encoded packets (a thread and a queue in fp-encode)."""
+
+    kind: str = _opt("file", choices=OUTPUT_KINDS)  # file: a recording on disk
+    path: str = _opt("")  # file: where (.mkv, .mp4 or .mov)
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """All stage settings of one recording."""
@@ -106,6 +119,7 @@ class PipelineConfig:
     timestamp: TimestampConfig = field(default_factory=TimestampConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    outputs: tuple[OutputConfig, ...] = ()  # the [[output]] tables, in order
 
 
 SECTIONS: dict[str, type] = {
@@ -203,6 +217,47 @@ def _check_audio(section: str, config: AudioConfig) -> None:
         raise ConfigError(f"{section}.gains must be from 0 to {MAX_GAIN:g}, not {list(config.gains)}")
 
 
+def build_outputs(tables: Any, where: str = "[[output]]") -> tuple[OutputConfig, ...]:
+    """The ``[[output]]`` tables as OutputConfigs; a bad kind, a missing path or two outputs to one path
+    raise ConfigError naming the output."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{where} must be tables: write each output as [[output]] with kind and path under it")
+    outputs = []
+    hints = get_type_hints(OutputConfig)
+    known = {f.name: f for f in fields(OutputConfig)}
+    for i, table in enumerate(tables, 1):
+        name = f"output[{i}]"
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"unknown key {name}.{key}; allowed keys: {', '.join(sorted(known))}")
+        values = {k: _check(name, k, v, hints[k], dict(known[k].metadata)) for k, v in table.items()}
+        out = OutputConfig(**values)
+        if out.kind not in OUTPUT_KINDS_HERE:
+            raise ConfigError(f"{name}.kind = {out.kind!r} is not available in this version; "
+                              f"choose one of: {', '.join(OUTPUT_KINDS_HERE)}")  # fmt: skip
+        if out.kind == "file" and not out.path.strip():
+            raise ConfigError(f'{name} (a file) needs a path: add path = "recording.mkv" under it')
+        outputs.append(out)
+    seen: dict[Path, int] = {}
+    for i, out in enumerate(outputs, 1):
+        if out.kind != "file":
+            continue
+        resolved = Path(out.path).expanduser().resolve()
+        if resolved in seen:
+            raise ConfigError(f"output[{seen[resolved]}] and output[{i}] both write {out.path}: "
+                              "give each output a path of its own")  # fmt: skip
+        seen[resolved] = i
+    return tuple(outputs)
+
+
+def with_output(config: PipelineConfig, path: str | None) -> PipelineConfig:
+    """The config with the command line's OUTPUT as its first file output; one output at least."""
+    outputs = ((OutputConfig("file", path),) if path is not None else ()) + config.outputs
+    if not outputs:
+        raise ConfigError("no output: give an output file (framepipe record out.mkv) or [[output]] tables in --config")
+    return replace(config, outputs=build_outputs([asdict(o) for o in outputs], "the outputs"))
+
+
 def load(
     path: str | Path | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
@@ -222,9 +277,10 @@ def load(
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    outputs = build_outputs(data.pop("output", []))
     for name in data:
         if name not in SECTIONS:
-            raise ConfigError(f"unknown table [{name}] in {path}; allowed tables: {', '.join(SECTIONS)}")
+            raise ConfigError(f"unknown table [{name}] in {path}; allowed tables: {', '.join(SECTIONS)}, [[output]]")
     merged = {name: dict(data.get(name, {})) if isinstance(data.get(name, {}), dict) else data[name]
               for name in SECTIONS}  # fmt: skip
     for name, values in (base or {}).items():
@@ -232,5 +288,5 @@ def load(
             merged[name] = {**values, **merged[name]}
     for name, values in (overrides or {}).items():
         merged[name].update({k: v for k, v in values.items() if v is not None})
-    return PipelineConfig(**{name: build_section(name, merged[name]) for name in SECTIONS})
+    return PipelineConfig(**{name: build_section(name, merged[name]) for name in SECTIONS}, outputs=outputs)
 

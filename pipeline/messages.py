@@ -38,12 +38,28 @@ class Stop:
     at: int = 0
 
 
+@dataclass(frozen=True)
+class Pause:
+    """Write nothing from running time ``at`` (ns, on the frame grid) on, until a Resume (supervisor -> encoder)."""
+
+    TAG: ClassVar[int] = 3
+    at: int
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Write again from running time ``at`` (ns, on the frame grid), shifted back by the paused time."""
+
+    TAG: ClassVar[int] = 4
+    at: int
+
+
 # --- control: stage -> supervisor -------------------------------------------------
 
 
 @dataclass(frozen=True)
 class State:
-    """A stage reached a lifecycle state: "ready", "running" or "done"."""
+    """A stage reached a lifecycle state (a ``pipeline.stage.StageState`` value: ready, running, done)."""
 
     TAG: ClassVar[int] = 10
     stage: str
@@ -160,11 +176,14 @@ class EndOfStream:
 
 
 Message = (
-    Start | Stop | State | Stats | Warning | Error | Frame | Encode | Repeat | Hold | AudioTracks | AudioBlock
-    | EndOfStream
+    Start | Stop | Pause | Resume | State | Stats | Warning | Error | Frame | Encode | Repeat | Hold | AudioTracks
+    | AudioBlock | EndOfStream
 )  # fmt: skip
 
-_KINDS = (Start, Stop, State, Stats, Warning, Error, Frame, Encode, Repeat, Hold, AudioTracks, AudioBlock, EndOfStream)
+_KINDS = (
+    Start, Stop, Pause, Resume, State, Stats, Warning, Error, Frame, Encode, Repeat, Hold, AudioTracks, AudioBlock,
+    EndOfStream,
+)  # fmt: skip
 _TYPES: dict[int, type] = {cls.TAG: cls for cls in _KINDS}
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _TYPES.values()}
 

@@ -27,9 +27,11 @@ import psutil
 from pipeline import messages as msg
 from pipeline.clock import NS_PER_S, now_ns
 from pipeline.errors import StageError
-from pipeline.ring import Geometry, Ring, ring_bytes
+from pipeline.graph import RingSpec, StageSpec
+from pipeline.ring import Ring, ring_bytes
 from pipeline.shm import check_free, segment_name, sweep_stale
-from pipeline.stage import GROUP_SIGNALS, StageContext, run_stage, set_process_name
+from pipeline.stage import GROUP_SIGNALS, QUIET_SIGNALS, StageContext, StageState, run_stage, set_process_name
+from pipeline.steering import STEER_SIGNALS, Steering
 
 START_LEAD_NS = 100_000_000  # base time lies this far after the go, so every stage starts on time
 READY_TIMEOUT_S = 30.0
@@ -39,28 +41,6 @@ SAMPLE_INTERVAL_NS = 500_000_000  # how often stage memory and CPU are sampled
 PUMP_S = 0.25  # longest wait for a message before the supervisor looks at the clock again
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage of a plan: what runs, with which settings, fed by which stages."""
-
-    name: str
-    stage: str  # the stage class as "package.module:Class", imported only in its own process
-    config: Any
-    inputs: tuple[str, ...] = ()  # upstream stage names (one data pipe each)
-    extra: dict[str, Any] = field(default_factory=dict)
-    rings: dict[str, str] = field(default_factory=dict)  # extra key -> ring key; gets the segment name
-    source: bool = False  # a live source: Stop goes to it, its end of stream flows down
-
-
-@dataclass(frozen=True)
-class RingSpec:
-    """A shared-memory ring the supervisor creates; stages find it in extra[key]."""
-
-    key: str
-    geometry: Geometry
-    slots: int
-
-
 @dataclass
 class StageRecord:
     """What the supervisor knows of one running stage."""
@@ -68,7 +48,7 @@ class StageRecord:
     spec: StageSpec
     process: Any
     control: Connection
-    state: str = "starting"
+    state: str = StageState.STARTING.value
     info: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     peak_private_mb: float = 0.0
@@ -115,6 +95,10 @@ class Supervisor:
         on_tick: Callable[[Supervisor], None] | None = None,
         on_message: Callable[[str], None] | None = None,
         grid_ns: int = 1,
+        status_of: Callable[[Supervisor], dict[str, Any]] | None = None,
+        period_ns: float = 0.0,
+        outputs: tuple[str, ...] = (),
+        listen: bool = True,
     ) -> None:
         self.specs = stages
         self.ring_specs = rings
@@ -127,6 +111,11 @@ class Supervisor:
         self.rings: list[Ring] = []
         self._sampled_ns = 0
         self._wake: socket.socket | None = None
+        self.status_of = status_of or (lambda sup: {})
+        self.period_ns = period_ns or float(grid_ns)
+        self.outputs = list(outputs)  # what the recording writes (for the control plane's answers)
+        self.listen = listen
+        self.steering: Steering | None = None
 
     # --- the whole run ----------------------------------------------------------------
 
@@ -138,7 +127,8 @@ class Supervisor:
         needed = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
         check_free(needed)
         self.outcome.shm_bytes = needed
-        previous = {s: signal.signal(s, self._on_signal) for s in GROUP_SIGNALS}
+        self.steering = Steering(self, self.status_of, self.period_ns, self.listen)
+        previous = {s: signal.signal(s, self._on_signal) for s in (*GROUP_SIGNALS, *STEER_SIGNALS)}
         wake_r, wake_w = socket.socketpair()  # a signal wakes the message loop at once
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -154,12 +144,14 @@ class Supervisor:
             self.outcome.base_time = base
             for record in self.outcome.stages.values():
                 self._send(record, msg.Start(base))
+            self.steering.started()
             if self.duration_s:  # sources stop on the exact frame; the supervisor's own stop is a backstop
                 for record in self._live(source=True):
                     self._send(record, msg.Stop(at=int(self.duration_s * NS_PER_S)))
             self._watch(base)
         finally:
             self._shutdown()
+            self.steering.finish(self.outputs, ok=not self.outcome.errors, error="; ".join(self.outcome.errors[:3]))
             signal.set_wakeup_fd(previous_wakeup)
             wake_r.close()
             wake_w.close()
@@ -168,7 +160,16 @@ class Supervisor:
         return self.outcome
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum in STEER_SIGNALS:
+            if self.steering is not None:
+                self.steering.on_signal(signum)
+            return
         self.signals += 1
+
+    def broadcast(self, message: msg.Message) -> None:
+        """A control message to every live stage (Pause, Resume)."""
+        for record in self._live():
+            self._send(record, message)
 
     def _create_ring(self, spec: RingSpec) -> str:
         name = segment_name(spec.key)
@@ -177,18 +178,22 @@ class Supervisor:
 
     def _spawn(self, ring_names: dict[str, str]) -> None:
         ctx = mp.get_context("spawn")
-        pipes: dict[tuple[str, str], tuple[Connection, Connection]] = {}
+        pipes: dict[tuple[str, str, str], tuple[Connection, Connection]] = {}  # (upstream, out port, stage.in port)
         for spec in self.specs:
-            for upstream in spec.inputs:
-                pipes[(upstream, spec.name)] = ctx.Pipe(duplex=False)
+            for upstream, out_port, in_port in spec.links():
+                pipes[(upstream, out_port, f"{spec.name}.{in_port}")] = ctx.Pipe(duplex=False)
         for spec in reversed(self.specs):  # downstream first: it is ready when data comes
             parent, child = ctx.Pipe()
+            outputs: dict[str, list[Connection]] = {}
+            for (upstream, out_port, _), (_, writer) in pipes.items():
+                if upstream == spec.name:
+                    outputs.setdefault(out_port, []).append(writer)
             sctx = StageContext(
                 spec.name,
                 spec.config,
                 child,
-                inputs={up: pipes[(up, spec.name)][0] for up in spec.inputs},
-                outputs={down: w for (up, down), (_, w) in pipes.items() if up == spec.name},
+                inputs={port: pipes[(up, out, f"{spec.name}.{port}")][0] for up, out, port in spec.links()},
+                outputs=outputs,
                 extra={**spec.extra, **{key: ring_names[ring] for key, ring in spec.rings.items()}},
                 rings=tuple(ring_names[ring] for ring in spec.rings.values()),
                 supervisor_pid=os.getpid(),
@@ -196,11 +201,11 @@ class Supervisor:
             process = ctx.Process(target=run_stage, args=(spec.stage, sctx), name=f"fp-{spec.name}", daemon=False)
             # The child starts with group signals blocked (the mask survives exec) until run_stage ignores
             # them: a Ctrl+C while it imports must not kill it. Ours stay pending, then arrive.
-            signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_BLOCK, QUIET_SIGNALS)
             try:
                 process.start()
             finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, QUIET_SIGNALS)
             child.close()
             self.outcome.stages[spec.name] = StageRecord(spec, process, parent)
         for reader, writer in pipes.values():  # only the stages hold data pipes: EOF means a stage ended
@@ -209,16 +214,16 @@ class Supervisor:
 
     def _wait_ready(self) -> None:
         deadline = now_ns() + int(READY_TIMEOUT_S * NS_PER_S)
-        while any(r.state == "starting" for r in self.outcome.stages.values()):
+        while any(r.state == StageState.STARTING for r in self.outcome.stages.values()):
             self._pump(0.2)
             if self.on_tick:
                 self.on_tick(self)
             if self.outcome.errors:
                 raise StageError(self.outcome.errors[0])
-            if self.signals:
+            if self.signals or (self.steering is not None and self.steering.stop_requested):
                 raise StageError("stopped before recording started")
             if now_ns() > deadline:
-                slow = [n for n, r in self.outcome.stages.items() if r.state == "starting"]
+                slow = [n for n, r in self.outcome.stages.items() if r.state == StageState.STARTING]
                 raise StageError(f"stage(s) {', '.join(slow)} did not start within {READY_TIMEOUT_S:.0f} s")
 
     def _watch(self, base: int) -> None:
@@ -229,9 +234,13 @@ class Supervisor:
         while any(r.exitcode is None for r in self.outcome.stages.values()):
             self._pump(PUMP_S)
             now = now_ns()
-            due = (stop_at is not None and now >= stop_at) or self.signals > 0 or self._source_failed()
+            steering = self.steering
+            asked = steering is not None and steering.stop_requested
+            due = (stop_at is not None and now >= stop_at) or self.signals > 0 or asked or self._source_failed()
             if due and stopping_since is None:
                 stopping_since = now
+                if steering is not None:
+                    steering.stopping()
                 self.outcome.stopped_ns = now
                 for record in self._live(source=True):
                     self._send(record, msg.Stop())
@@ -265,7 +274,12 @@ class Supervisor:
         records = {r.control: r for r in self.outcome.stages.values() if not r.control.closed}
         sentinels = {r.process.sentinel: r for r in self.outcome.stages.values() if r.exitcode is None}
         wake = [self._wake] if self._wake is not None else []
-        for ready in wait([*records, *sentinels, *wake], timeout):
+        steering = self.steering.waitables() if self.steering is not None else []
+        readies = wait([*records, *sentinels, *wake, *steering], timeout)
+        if self.steering is not None:
+            self.steering.ready([r for r in readies if r in steering])
+            self.steering.tick()
+        for ready in readies:
             if ready is self._wake:
                 with contextlib.suppress(OSError):
                     self._wake.recv(64)  # the signal handler already counted it
@@ -314,7 +328,7 @@ class Supervisor:
         self._receive(record)  # its last words
         record.process.join(1)
         record.exitcode = record.process.exitcode if record.process.exitcode is not None else -1
-        if record.state != "done" or record.exitcode != 0:
+        if record.state != StageState.DONE or record.exitcode != 0:
             how = f"signal {-record.exitcode}" if record.exitcode < 0 else f"exit status {record.exitcode}"
             text = f"stage {record.spec.name} died ({how})"
             self.outcome.errors.append(text)

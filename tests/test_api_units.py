@@ -292,14 +292,14 @@ def test_a_child_that_dies_first_is_a_recorder_error_with_its_last_line(
 
 
 def test_context_manager_stops_and_never_masks_the_body(fake: list[list[str]], tmp_path: Path) -> None:
-    out = str(tmp_path / "o.mkv")
-    with Recorder(out) as rec:
+    out, log = str(tmp_path / "o.mkv"), str(tmp_path / "rec.log")
+    with Recorder(out, log=log) as rec:
         assert rec.status()["state"] == "recording"
     assert rec.returncode == 0 and rec.stop() == [out]
-    with pytest.raises(KeyError, match="body"), Recorder(out) as rec:
+    with pytest.raises(KeyError, match="body"), Recorder(out, log=log) as rec:
         raise KeyError("body")
     assert rec.returncode == 0
-    rec = Recorder(out)
+    rec = Recorder(out, log=log)
 
     def broken(timeout: float = 90) -> list[str]:
         raise RecorderError("stop broke")
@@ -312,6 +312,6 @@ def test_context_manager_stops_and_never_masks_the_body(fake: list[list[str]], t
     assert rec.stop() == [out]
 
 
-def test_replace_keeps_a_frozen_config_usable(tmp_path: Path) -> None:
+def test_audio_true_turns_on_a_silent_config(tmp_path: Path) -> None:
     base = replace(PipelineConfig(), audio=AudioConfig(sources=()))
     assert Recorder(tmp_path / "o.mkv", config=base, audio=True).config.audio.sources == ("default",)

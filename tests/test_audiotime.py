@@ -7,7 +7,7 @@ import pytest
 
 from stages.audio.clockfit import Block, ClockFit
 from stages.audio.resample import SincTable, SourceTimeline
-from stages.output import OUT_RATE
+from stages.outputs.formats import OUT_RATE
 
 BASE_NS = 5_000_000_000  # the pipeline's base time in these simulations
 BURST_EVERY = OUT_RATE // 2  # a click every half second of device samples

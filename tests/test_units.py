@@ -16,7 +16,7 @@ from pipeline import config as cfg
 from pipeline import messages as msg
 from pipeline.errors import ConfigError
 from pipeline.ring import Geometry, Ring, SlotHeader
-from stages.output import output_size
+from stages.outputs.formats import output_size
 from stages.video.timestamp import VFR_TIME_BASE, Timeline
 
 P = 1e9 / 60

@@ -41,6 +41,10 @@ QUIET_S = 0.3  # ... after at least this long below it
 MIN_PEAK = 0.05  # a track quieter than this has no bursts
 
 
+CUT_STATES = 30  # a jump of more than this many states between two frames is a pause's cut (at 60 fps: 0.5 s)
+CUT_MARGIN_S = 0.1  # bursts this close to a cut are not judged (a burst may be cut in two there)
+
+
 @dataclass(frozen=True)
 class Track:
     """One decoded audio track, mono (channel 0), placed by its timestamps."""
@@ -183,6 +187,7 @@ def sync_report(
     screen: Mapping[str, Any],
     sound: Mapping[str, Any],
     base_time_ns: int | None = None,
+    found: Sequence[float] | None = None,
 ) -> SyncReport:
     """Compare the bursts in ``track`` with the video ``frames`` (from ``judge.read_codes``).
 
@@ -203,7 +208,7 @@ def sync_report(
     video_start = float(frames[0].time)
     every = int(sound["period_ns"])
     bursts = []
-    for onset in onsets(track, float(sound["freq"])):
+    for onset in onsets(track, float(sound["freq"])) if found is None else found:
         w = round((onset * 1e9 + global_offset) / every) * every
         near = np.abs(times * 1e9 + global_offset - w) < 0.5e9
         local = float(np.median(clock_of_frame[near])) if near.any() else global_offset
@@ -233,6 +238,36 @@ def sync_report(
         video_start_s=round(video_start, 6), video_end_s=round(video_end, 6),
         length_diff_ms=round((track.end - video_end) * 1e3, 3),
     )  # fmt: skip
+
+
+def pieces(frames: Sequence[judge.Frame]) -> list[list[judge.Frame]]:
+    """The recorded parts of a paused recording: runs of frames whose states go on without a jump
+    of more than a second (a pause leaves its states out; a lost frame or two is not a cut)."""
+    parts: list[list[judge.Frame]] = [[]]
+    last: int | None = None
+    for frame in frames:
+        if frame.state is None:
+            continue
+        if last is not None and frame.state - last > CUT_STATES:
+            parts.append([])
+        parts[-1].append(frame)
+        last = frame.state
+    return [p for p in parts if p]
+
+
+def sync_by_piece(
+    frames: Sequence[judge.Frame], track: Track, screen: Mapping[str, Any], sound: Mapping[str, Any]
+) -> list[SyncReport]:
+    """A/V sync of each recorded part on its own (each part's picture is shifted by the pauses before it);
+    bursts within CUT_MARGIN_S of a cut are left out (one may be cut in two there)."""
+    found = onsets(track, float(sound["freq"]))
+    reports = []
+    for part in pieces(frames):
+        start, end = part[0].time, part[-1].time
+        inside = [o for o in found if start + CUT_MARGIN_S <= o <= end - CUT_MARGIN_S]
+        if inside:
+            reports.append(sync_report(part, track, screen, sound, found=inside))
+    return reports
 
 
 def judge_file(

@@ -17,7 +17,6 @@ import os
 import queue
 from collections import deque
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -27,11 +26,11 @@ from pipeline.clock import NS_PER_S, now_ns, seconds
 from pipeline.config import AudioConfig
 from pipeline.errors import SetupError
 from pipeline.ring import FLAG_DISCONT, Ring, SlotHeader
-from pipeline.stage import Stage
+from pipeline.stage import Source
 from stages.audio.clockfit import Block
 from stages.audio.devices import DeviceChoice, NoDefaultInput, portaudio, quiet_stderr, resolve
 from stages.audio.resample import SourceTimeline
-from stages.output import OUT_RATE
+from stages.outputs.formats import OUT_RATE
 
 PCM_F32P = 2  # slot pixfmt: planar float32 samples, one row per channel
 STALL_NS = NS_PER_S  # an open source silent this long is reported once ...
@@ -56,7 +55,7 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-class Source:
+class Input:
     """One audio input: its stream, the queue its callback fills, its timeline (fp-audio)."""
 
     def __init__(self, choice: DeviceChoice, channels: int, sd: Any) -> None:
@@ -169,7 +168,7 @@ class Source:
         }
 
 
-class AudioCapture(Stage):
+class AudioCapture(Source):
     """Captures every configured source; writes one block per track per period to the audio ring."""
 
     name = "audio"
@@ -180,7 +179,7 @@ class AudioCapture(Stage):
         g = self.ring.geometry
         self.block, self.channels = g.width, g.height
         self.views = [self.ring.pixels(i).view(np.float32)[..., 0] for i in range(self.ring.slots)]
-        self.sources: list[Source] = []
+        self.sources: list[Input] = []
         self.gains: list[float] = []
         self.counts = {"blocks": 0, "dropped_ring_full": 0, "ring_peak": 0}
         self.seq = 0  # blocks made, over every track: a gap in seq is a drop
@@ -188,7 +187,7 @@ class AudioCapture(Stage):
         sd = portaudio()
         for i, name in enumerate(config.sources):
             try:
-                source = Source(resolve(name), self.channels, sd)
+                source = Input(resolve(name), self.channels, sd)
             except NoDefaultInput:
                 alone = len(config.sources) == 1
                 self.ctx.warn("no default audio input: recording video only" if alone
@@ -201,58 +200,43 @@ class AudioCapture(Stage):
             self.sources.append(source)
             self.gains.append(config.gains[i] if config.gains else 1.0)
         self.tracks = [s.name for s in self.sources] + (["mix"] if config.mix and self.sources else [])
-        self.ctx.send("encode", msg.AudioTracks(self.tracks, OUT_RATE, self.channels))
+        self.ctx.send("blocks", msg.AudioTracks(self.tracks, OUT_RATE, self.channels))
         deadline = now_ns() + READY_WAIT_NS
         while now_ns() < deadline and not all(s.timeline.fit.settled for s in self.sources):
             self._service(now_ns(), 0)
             self.ctx.control.poll(LOOP_S)
         return {"tracks": self.tracks, "sources": {s.name: s.choice.label for s in self.sources}}
 
-    def run(self, base_time: int) -> None:
-        config: AudioConfig = self.ctx.config
-        max_delay = config.max_delay_ms * 1_000_000
+    def start(self) -> None:
+        self.max_delay = self.ctx.config.max_delay_ms * 1_000_000
         for source in self.sources:
-            source.timeline.start(base_time)
-        end: int | None = None if self.tracks else 0  # output sample where every track ends
+            source.timeline.start(self.base_time)
+        self.end: int | None = None if self.tracks else 0  # output sample where every track ends
         self.next = 0  # first sample of the next block
-        while end is None or self.next < end:
-            now = now_ns()
-            stop = self._stop_request(self.ctx.control, base_time, now)
-            if stop == "fast":
+
+    def on_stop(self, message: msg.Stop) -> None:
+        """The end falls on a whole block (the codec frame), so the codec pads nothing: the track ends
+        within half a block of the video."""
+        super().on_stop(message)
+        assert self.stop_at is not None
+        end = max(self.next, round(self.stop_at * OUT_RATE / NS_PER_S / self.block) * self.block)
+        self.end = end if self.end is None else min(self.end, end)
+
+    def create(self) -> bool:
+        """Take in what the sources delivered; publish every block whose time has come; wait a little."""
+        if self.end is not None and self.next >= self.end:
+            return False
+        now = now_ns()
+        self._service(now, self.base_time)
+        while self.end is None or self.next < self.end:
+            last = self.next + self.block if self.end is None else min(self.next + self.block, self.end)
+            due = self.base_time + last * NS_PER_S // OUT_RATE + self.max_delay
+            live = [s for s in self.sources if s.live]  # none live: blocks go out as their time passes
+            if now < due and not (live and all(s.timeline.ready(last) for s in live)):
                 break
-            if isinstance(stop, int):
-                end = stop if end is None else min(end, stop)
-            self._service(now, base_time)
-            while end is None or self.next < end:
-                last = self.next + self.block if end is None else min(self.next + self.block, end)
-                due = base_time + last * NS_PER_S // OUT_RATE + max_delay
-                live = [s for s in self.sources if s.live]  # none live: blocks go out as their time passes
-                if now < due and not (live and all(s.timeline.ready(last) for s in live)):
-                    break
-                self._emit(last, base_time)
-            if self.ctx.stats_due():
-                self.ctx.report(msg.Stats(self.name, self.stats()))
-            self.ctx.control.poll(LOOP_S)
-        self.ctx.send("encode", msg.EndOfStream(self.name))
-
-    def _stop_request(self, control: Connection, base_time: int, now: int) -> int | str | None:
-        """A Stop message as the output sample to end at ("fast": at once), else None.
-
-        The end falls on a whole block (the codec frame), so the codec pads nothing: the track
-        ends within half a block of the video.
-        """
-        if not control.poll():
-            return None
-        try:
-            message = msg.decode(control.recv_bytes())
-        except (EOFError, OSError):
-            return "fast"  # the supervisor is gone
-        if not isinstance(message, msg.Stop):
-            return None
-        if message.fast:
-            return "fast"
-        at = message.at if message.at else max(0, now - base_time)
-        return max(self.next, round(at * OUT_RATE / NS_PER_S / self.block) * self.block)
+            self._emit(last, self.base_time)
+        self.ctx.control.poll(LOOP_S)
+        return True
 
     def _service(self, now: int, base_time: int) -> None:
         for source in self.sources:
@@ -285,7 +269,7 @@ class AudioCapture(Stage):
         running = first * NS_PER_S // OUT_RATE
         self.ring.write_header(slot, SlotHeader(seq, running, frames, g.height, g.stride, PCM_F32P, self.flags))
         self.flags = 0
-        self.ctx.send("encode", msg.AudioBlock(track, slot, seq, first, frames))
+        self.ctx.send("blocks", msg.AudioBlock(track, slot, seq, first, frames))
         self.counts["ring_peak"] = max(self.counts["ring_peak"], self.ring.fill())
 
     def stats(self) -> dict[str, Any]:

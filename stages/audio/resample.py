@@ -15,7 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from pipeline.clock import NS_PER_S
 from stages.audio.clockfit import Block, ClockBridge, ClockFit
-from stages.output import OUT_RATE
+from stages.outputs.formats import OUT_RATE
 
 RESYNC_NS = 10_000_000  # phase errors beyond this are fixed at once (silence or drop), smaller ones slewed
 SLEW_S = 1.0  # a small phase error is removed over about this long ...

@@ -1,4 +1,4 @@
-"""Encoder and muxer stage (process fp-encode): ring slots in, a playable file out.
+"""The one encode (process fp-encode): ring slots in, encoded packets out to every output.
 
 Each slot is wrapped once as a PyAV frame (``from_numpy_buffer``, no copy),
 converted to YUV once by one cached scaler, and given back to capture at once;
@@ -6,22 +6,20 @@ a constant-frame-rate repeat re-encodes the last converted picture, unless the
 encoder is more than half a second behind the clock: then the repeat is left out
 (the picture stays on screen through the pts gap all the same) so that an
 overloaded encoder catches up and the video keeps pace with the audio instead
-of ending seconds short. MKV is the default container;
-``.mp4`` is written fragmented, so a crash leaves a playable file. Audio
-blocks, when the plan has an audio stage, come on a second input and go to
-their own streams in the same file (``stages.audio.encode``); the file is closed
-once both paths ended.
+of ending seconds short. Audio blocks, when the plan has an audio stage, come on
+a second input and are encoded beside (``stages.audio.encode``). Each packet is
+handed to every output (``stages.outputs``: files, each on its own thread and
+queue); the outputs are closed once both inputs ended. A pause leaves its frames
+and samples out and shifts what follows back (``pipeline.pause``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
-import shutil
+import importlib
+import os
 from fractions import Fraction
-from multiprocessing.connection import wait
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,10 +28,12 @@ from pipeline import messages as msg
 from pipeline.clock import NS_PER_S, now_ns
 from pipeline.config import EncodeConfig
 from pipeline.errors import FramepipeError
+from pipeline.pause import PauseSchedule
 from pipeline.ring import Ring
 from pipeline.stage import Stage
 from stages.audio.encode import AudioEncoder
-from stages.output import container_for, output_size
+from stages.outputs.formats import GLOBAL_HEADER, OUTPUT_KINDS, frame_rate, output_size
+from stages.outputs.output import Coded, Output, OutputState
 from stages.video.timestamp import VFR_TIME_BASE
 
 FALLBACK_ENCODER = "libx264"
@@ -47,35 +47,6 @@ HEAP_KEEP = 256 << 20  # ... and the heap keeps up to this much freed memory ins
 BEHIND_NS = 500_000_000  # a repeat this far behind the clock is not encoded (see Encoder.handle)
 SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
 SHED_LOW = 0.2  # ... and stop once it has drained to this
-LOW_SPACE_BYTES = 1 << 30  # warn when the output's disk has less than this left ...
-LOW_SPACE_SECONDS = 120  # ... or less than this many seconds at the current rate
-
-
-class DiskFull(FramepipeError, OSError):
-    """The output's file system is full; the message says what is kept."""
-
-
-class DiskWatch:
-    """Warns once when the output's disk runs low (encoder process; checked about once a second)."""
-
-    def __init__(self, path: str, warn: Any) -> None:
-        self.folder = str(Path(path).resolve().parent)
-        self.warn = warn
-        self.warned = False
-        self.next_check = 0
-        self.started = now_ns()
-
-    def check(self, written: int) -> None:
-        now = now_ns()
-        if self.warned or now < self.next_check:
-            return
-        self.next_check = now + 1_000_000_000
-        free = shutil.disk_usage(self.folder).free
-        rate = written / max(1e-9, (now - self.started) / 1e9)
-        if free < LOW_SPACE_BYTES or free < rate * LOW_SPACE_SECONDS:
-            left = f" (about {free / rate:.0f} s at this rate)" if rate > 0 else ""
-            self.warn(f"low disk space: {free / 2**20:.0f} MiB left in {self.folder}{left}; free some space")
-            self.warned = True
 
 
 def hist_percentile(hist: np.ndarray, q: float) -> float | None:
@@ -85,11 +56,6 @@ def hist_percentile(hist: np.ndarray, q: float) -> float | None:
         return None
     index = int(np.searchsorted(np.cumsum(hist), total * q / 100))
     return (index + 1) * LATENCY_BIN_NS / 1e6
-
-
-def frame_rate(fps: float) -> Fraction:
-    """fps as an exact fraction (29.97 -> 30000/1001)."""
-    return Fraction(fps).limit_denominator(1001)
 
 
 def reuse_frame_buffers() -> bool:
@@ -154,8 +120,20 @@ def try_open(config: EncodeConfig, width: int, height: int, fps: float) -> str |
     return None
 
 
+def make_output(settings: dict[str, Any], warn: Any) -> Output:
+    """An output of the kind its settings name (imported here, in fp-encode, only when used)."""
+    module, _, name = OUTPUT_KINDS[settings["kind"]].partition(":")
+    cls: type[Output] = getattr(importlib.import_module(module), name)
+    return cls(settings, warn)
+
+
+class EncodeError(FramepipeError, RuntimeError):
+    """The recording cannot go on: nothing is written any more."""
+
+
 class Encoder(Stage):
-    """Encodes the frames the timestamper places, muxes them, writes the file."""
+    """The one encode: placed frames (port ``video``) and audio blocks (port ``audio``) in, encoded once, the
+    packets handed to every output. Pauses are applied here, on the running times (``PauseSchedule``)."""
 
     name = "encode"
 
@@ -175,12 +153,13 @@ class Encoder(Stage):
             self.ctx.warn(f"encoder {config.encoder} does not open here ({why}); using {FALLBACK_ENCODER}")
             info["fallback"] = f"{config.encoder} -> {FALLBACK_ENCODER}"
             config = EncodeConfig(**{**config.__dict__, "encoder": FALLBACK_ENCODER, "preset": "ultrafast"})
-        fmt, options = container_for(extra["output"])
-        self.container: Any = av.open(extra["output"], mode="w", format=fmt, options=options)
+        # The encoders live in a container of the "null" format, which writes nothing: it opens them with
+        # their headers apart (extradata), and every output makes its streams from them.
+        self.codecs: Any = av.open(os.devnull, mode="w", format="null")
         rate = frame_rate(fps)
         self.time_base = Fraction(1, VFR_TIME_BASE) if extra["mode"] == "vfr" else 1 / rate
         self.ns_per_pts = float(self.time_base * NS_PER_S)  # for the behind-the-clock test, once
-        stream: Any = self.container.add_stream(config.encoder, rate=rate)
+        stream: Any = self.codecs.add_stream(config.encoder, rate=rate)
         stream.width, stream.height = self.size
         stream.pix_fmt = "yuv420p"
         stream.time_base = self.time_base
@@ -190,6 +169,7 @@ class Encoder(Stage):
         cc.thread_type = config.thread_type
         cc.thread_count = config.threads
         cc.options = codec_options(config)
+        cc.flags |= GLOBAL_HEADER
         self.stream: Any = stream
         self.frames = [
             av.VideoFrame.from_numpy_buffer(self.ring.pixels(i), format="bgra") for i in range(self.ring.slots)
@@ -203,65 +183,61 @@ class Encoder(Stage):
         self.capture_of_pts: dict[int, int] = {}
         self.unwritten_end: int | None = None  # the last tick, when it was a repeat left out
         self.latency_hist = np.zeros(LATENCY_BINS, np.int64)  # bounded memory for hours of recording
-        self.base_time = 0
+        self.pauses = PauseSchedule()
         self.counts = {
             "encoded": 0, "repeated": 0, "repeats_not_written": 0, "held_skips": 0, "shed": 0, "packets": 0,
-            "bytes": 0, "seq_mismatch": 0,
+            "bytes": 0, "seq_mismatch": 0, "paused_frames": 0,
         }  # fmt: skip
-        self.space = DiskWatch(extra["output"], self.ctx.warn)
-        self.audio: AudioEncoder | None = None  # added in run(), once the audio stage named its tracks
-        info.update({"encoder": config.encoder, "container": fmt, "size": list(self.size)})
+        self.audio: AudioEncoder | None = None  # added in start(), once the audio stage named its tracks
+        self.outputs = [make_output(o, self.ctx.warn) for o in extra["outputs"]]
+        info.update({"encoder": config.encoder, "size": list(self.size),
+                     "outputs": [o.describe() for o in self.outputs]})  # fmt: skip
         return info
 
-    def run(self, base_time: int) -> None:
-        self.base_time = base_time
-        paths = {self.ctx.inputs["timestamp"]: "timestamp"}  # data inputs still open, by upstream name
+    def start(self) -> None:
+        """Add the audio tracks the audio stage names, open every encoder, then open every output."""
         audio = self.ctx.inputs.get("audio")
-        if audio is not None and self._open_audio(audio):
-            paths[audio] = "audio"
-        watch = [*paths, self.ctx.control]
-        while paths:
-            ready = wait(watch)
-            if self.ctx.control in ready:
-                try:
-                    if isinstance(msg.decode(self.ctx.control.recv_bytes()), msg.Stop):
-                        self.finish(flush=False)  # a fast stop: close the file with what is encoded
-                        return
-                except (EOFError, OSError):
-                    watch.remove(self.ctx.control)  # supervisor gone: keep draining to end of stream
-            for source in [c for c in ready if c in paths]:
-                try:
-                    message = msg.decode(source.recv_bytes())
-                except (EOFError, OSError):
-                    self.ctx.warn(f"{paths[source]} ended without end of stream; closing its part of the file")
-                    message = msg.EndOfStream(paths[source])
-                if isinstance(message, msg.EndOfStream):
-                    del paths[source]
-                    watch.remove(source)
-                elif isinstance(message, msg.AudioBlock) and self.audio is not None:
-                    self._write(self.audio.encode(message))
-                else:
-                    self.handle(message)
-            if self.ctx.stats_due():
-                self.ctx.report(msg.Stats(self.name, self.stats()))
-        self.finish()
+        tracks = self._audio_tracks(audio) if audio is not None else None
+        if tracks is not None:
+            extra = self.ctx.extra
+            self.audio = AudioEncoder(self.codecs, Ring.attach(extra["audio_ring"]), tracks, extra["audio_codec"],
+                                      extra["audio_bitrate_kbps"], self.pauses)  # fmt: skip
+        self.codecs.start_encoding()
+        templates = [self.stream, *(self.audio.streams if self.audio is not None else [])]
+        for output in self.outputs:
+            output.begin(templates)
+        self._check_outputs()
 
-    def _open_audio(self, source: Any) -> bool:
-        """Add the audio streams the audio stage names in its first message (before any packet is muxed)."""
+    def _audio_tracks(self, source: Any) -> msg.AudioTracks | None:
+        """The audio stage's first message names the tracks (sent before it was ready: here already)."""
         try:
-            message = msg.decode(source.recv_bytes())  # sent before the audio stage was ready: here already
+            message = msg.decode(source.recv_bytes())
         except (EOFError, OSError):
-            return False
+            return None
         if not isinstance(message, msg.AudioTracks) or not message.names:
-            return False  # no audio after all (no default input): video only
-        extra = self.ctx.extra
-        ring = Ring.attach(extra["audio_ring"])
-        self.audio = AudioEncoder(self.container, ring, message, extra["audio_codec"], extra["audio_bitrate_kbps"])
-        return True
+            return None  # no audio after all (no default input): video only
+        return message
+
+    def on_control(self, message: msg.Message) -> None:
+        if isinstance(message, msg.Pause):
+            self.pauses.pause(message.at)
+        elif isinstance(message, msg.Resume):
+            self.pauses.resume(message.at)
+
+    def on_buffer(self, port: str, message: msg.Message) -> None:
+        if isinstance(message, msg.AudioBlock):
+            if self.audio is not None:
+                self._send(self.audio.encode(message), video=False)
+        else:
+            self.handle(message)
 
     def handle(self, message: msg.Message) -> None:
         """Apply one instruction from the timestamper."""
         if isinstance(message, msg.Encode):
+            if self._paused(message.pts):
+                self._release(message.slot, message.seq)
+                self.counts["paused_frames"] += 1
+                return
             if self._shed():
                 self._release(message.slot, message.seq)
                 self.counts["shed"] += 1
@@ -274,6 +250,8 @@ class Encoder(Stage):
             self._encode(message.pts)
             self.counts["encoded"] += 1
         elif isinstance(message, msg.Repeat):
+            if self._paused(message.pts):
+                return
             if self._behind(message.pts):  # overloaded: the picture stays on screen all the same (a pts gap),
                 self.counts["repeats_not_written"] += 1  # and the encoder catches up instead of falling behind
                 self.unwritten_end = message.pts
@@ -283,6 +261,9 @@ class Encoder(Stage):
         elif isinstance(message, msg.Hold):
             self._release(message.slot, message.seq)
             self.counts["held_skips"] += 1
+
+    def _paused(self, pts: int) -> bool:
+        return self.pauses.offset(round(pts * self.ns_per_pts)) is None
 
     def _behind(self, pts: int) -> bool:
         """Whether the frame at ``pts`` is more than BEHIND_NS older than now: the encoder is not keeping up."""
@@ -306,45 +287,52 @@ class Encoder(Stage):
         self.ring.release()
 
     def _encode(self, pts: int) -> None:
+        """Encode the held picture at running-time tick ``pts``, shifted back by the paused time before it."""
         self.unwritten_end = None
         if self.last is None:
             return
-        self.last.pts = pts
+        shift = self.pauses.offset(round(pts * self.ns_per_pts)) or 0
+        out_pts = pts - round(shift / self.ns_per_pts)
+        if pts in self.capture_of_pts:
+            self.capture_of_pts[out_pts] = self.capture_of_pts.pop(pts)
+        self.last.pts = out_pts
         self.last.time_base = self.time_base
-        self._mux(self.stream.encode(self.last))
+        self._send(self.stream.encode(self.last), video=True)
 
-    def _mux(self, packets: list[Any]) -> None:
+    def _send(self, packets: list[Any], video: bool) -> None:
+        """Every output gets each packet (its own queue); latency is measured at this hand-over."""
         now = now_ns() - self.base_time
         for packet in packets:
-            captured = self.capture_of_pts.pop(packet.pts, None)
-            if captured is not None:
+            captured = self.capture_of_pts.pop(packet.pts, -1) if video else -1
+            if captured >= 0 and self.pauses.offset(captured) == self.pauses.offset(now):  # not held over a pause
                 self.latency_hist[min(LATENCY_BINS - 1, max(0, (now - captured) // LATENCY_BIN_NS))] += 1
-            self.counts["packets"] += 1
-            self.counts["bytes"] += packet.size
-        self._write(packets)
+            if video:
+                self.counts["packets"] += 1
+                self.counts["bytes"] += packet.size
+            coded = Coded(packet.stream.index, bytes(packet), packet.pts, packet.dts, packet.time_base,
+                          packet.is_keyframe, video)  # fmt: skip
+            for output in self.outputs:
+                output.put(coded)
+        if packets:
+            self._check_outputs()
 
-    def _write(self, packets: list[Any]) -> None:
-        """Mux packets of any stream; a full disk ends the recording with what is written."""
-        try:
-            self.container.mux(packets)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DiskFull(f"the disk is full: {self.ctx.extra['output']} keeps what was written so far") from None
-            raise
-        self.space.check(self.counts["bytes"] + (self.audio.counts["bytes"] if self.audio else 0))
+    def _check_outputs(self) -> None:
+        """Every output failed: nothing is recorded any more, so the recording stops (one line each was said)."""
+        if self.outputs and all(o.state is OutputState.FAILED for o in self.outputs):
+            raise EncodeError("every output failed: " + "; ".join(f"{o.describe()}: {o.why}" for o in self.outputs))
 
     def finish(self, flush: bool = True) -> None:
-        """Flush the encoder (unless stopping fast) and close the container: the file is complete after this."""
+        """Flush the encoders (unless stopping fast) and end every output: the files are complete after this."""
         if flush:
             if self.unwritten_end is not None:  # end on the last tick: the video spans the whole recording
                 self.counts["repeats_not_written"] -= 1
                 self.counts["repeated"] += 1
                 self._encode(self.unwritten_end)
-            self._mux(self.stream.encode(None))
+            self._send(self.stream.encode(None), video=True)
             if self.audio is not None:
-                self._write(self.audio.flush())
-        self.container.close()
-        self.container = None
+                self._send(self.audio.flush(), video=False)
+        for output in self.outputs:
+            output.end()
 
     def stats(self) -> dict[str, Any]:
         if not hasattr(self, "counts"):
@@ -353,15 +341,20 @@ class Encoder(Stage):
             **self.counts,
             "latency_ms_p50": hist_percentile(self.latency_hist, 50),
             "latency_ms_p99": hist_percentile(self.latency_hist, 99),
+            "paused_ms": round(self.pauses.paused_ns(now_ns() - self.base_time) / 1e6) if self.base_time else 0,
+            "outputs": [o.stats() for o in self.outputs],
             **({"audio": self.audio.stats()} if self.audio is not None else {}),
         }
 
     def close(self) -> None:
-        container = getattr(self, "container", None)
-        if container is not None:  # an error mid-run: leave what was written as playable as it is
+        for output in getattr(self, "outputs", []):
+            if output.state is OutputState.OPEN:
+                output.end()  # an error mid-run: leave what was written as playable as it is
+        codecs = getattr(self, "codecs", None)
+        if codecs is not None:
             with contextlib.suppress(Exception):
-                container.close()
-            self.container = None
+                codecs.close()
+            self.codecs = None
         self.frames = []
         self.last = None
         self.stream = None

@@ -23,7 +23,7 @@ from pipeline.clock import NS_PER_S, now_ns, sleep_until
 from pipeline.config import ScreenConfig
 from pipeline.errors import SetupError
 from pipeline.ring import FLAG_DISCONT, PIXFMT_BGRA, Ring, SlotHeader
-from pipeline.stage import Stage
+from pipeline.stage import Source
 from stages.video.xshm import MAX_OFFSET, XshmGrabber, XshmUnavailable
 
 
@@ -62,7 +62,7 @@ def screen_rect(config: ScreenConfig) -> dict[str, int]:
         raise SetupError(f"cannot open the display ({exc}): set DISPLAY, or run under Xvfb") from None
 
 
-class ScreenCapture(Stage):
+class ScreenCapture(Source):
     """Grabs one monitor or region at a fixed rate into the video ring."""
 
     name = "screen"
@@ -118,61 +118,52 @@ class ScreenCapture(Stage):
         view = self.views[slot]
         view[...] = memoryview(shot.raw).cast("B", view.shape)  # the one copy (numpy: only on this path)
 
-    def run(self, base_time: int) -> None:
-        period = NS_PER_S / self.config.fps
-        tick, seq, flags = 0, 0, 0
-        control = self.ctx.control
-        stop_at: int | None = None
-        while True:
-            deadline = base_time + round(tick * period)
-            if stop_at is not None and deadline >= stop_at:
-                break
-            late = sleep_until(deadline)
-            if control.poll():
-                stop_at = self._stop_time(base_time)
-                if stop_at <= deadline:
-                    break
-            if late >= period:  # we slept through whole ticks: count them, keep the grid
-                missed = int(late // period)
-                self.counts["dropped_late"] += missed
-                tick += missed
-                seq += missed
-                flags = FLAG_DISCONT
-            slot = self.ring.acquire()
-            if slot is None:
-                self.counts["dropped_ring_full"] += 1
-                flags = FLAG_DISCONT
-            else:
-                t0 = now_ns()
-                self._grab(slot)
-                grabbed = now_ns() - t0
-                capture_ns = t0 - base_time
-                g = self.ring.geometry
-                self.ring.write_header(
-                    slot, SlotHeader(seq, capture_ns, g.width, g.height, g.stride, PIXFMT_BGRA, flags)
-                )
-                self.ctx.send("timestamp", msg.Frame(slot, seq, capture_ns, flags))
-                self.counts["captured"] += 1
-                self.counts["ring_peak"] = max(self.counts["ring_peak"], self.ring.fill())
-                self.grab_ns_total += grabbed
-                self.counts["grab_ms_max"] = max(self.counts["grab_ms_max"], grabbed / 1e6)
-                flags = 0
-            seq += 1
-            tick += 1
-            self.counts["recorded_ns"] = round(tick * period)
-            if self.ctx.stats_due():
-                self.ctx.report(msg.Stats(self.name, self.stats()))
-        self.ctx.send("timestamp", msg.EndOfStream(self.name, round(tick * period)))
+    def start(self) -> None:
+        self.period = NS_PER_S / self.config.fps
+        self.tick, self.seq, self.flags = 0, 0, 0
 
-    def _stop_time(self, base_time: int) -> int:
-        """When to stop, from a Stop message: now, or at the time it names (clock ns)."""
-        try:
-            message = msg.decode(self.ctx.control.recv_bytes())
-        except (EOFError, OSError):
-            return 0  # the supervisor is gone: stop now, the file gets closed downstream
-        if isinstance(message, msg.Stop) and message.at and not message.fast:
-            return base_time + message.at
-        return 0
+    def create(self) -> bool:
+        """Grab the frame due at the next tick of the grid (a full ring: a counted drop)."""
+        deadline = self.base_time + round(self.tick * self.period)
+        if self._stopped(deadline):
+            return False
+        late = sleep_until(deadline)
+        if self.ctx.control.poll() and not (self._take_control() and not self.fast and not self._stopped(deadline)):
+            return False  # a Stop came while we slept (or the supervisor is gone)
+        if late >= self.period:  # we slept through whole ticks: count them, keep the grid
+            missed = int(late // self.period)
+            self.counts["dropped_late"] += missed
+            self.tick += missed
+            self.seq += missed
+            self.flags = FLAG_DISCONT
+        slot = self.ring.acquire()
+        if slot is None:
+            self.counts["dropped_ring_full"] += 1
+            self.flags = FLAG_DISCONT
+        else:
+            t0 = now_ns()
+            self._grab(slot)
+            grabbed = now_ns() - t0
+            capture_ns = t0 - self.base_time
+            g = self.ring.geometry
+            self.ring.write_header(slot, SlotHeader(self.seq, capture_ns, g.width, g.height, g.stride, PIXFMT_BGRA,
+                                                    self.flags))  # fmt: skip
+            self.ctx.send("frames", msg.Frame(slot, self.seq, capture_ns, self.flags))
+            self.counts["captured"] += 1
+            self.counts["ring_peak"] = max(self.counts["ring_peak"], self.ring.fill())
+            self.grab_ns_total += grabbed
+            self.counts["grab_ms_max"] = max(self.counts["grab_ms_max"], grabbed / 1e6)
+            self.flags = 0
+        self.seq += 1
+        self.tick += 1
+        self.counts["recorded_ns"] = round(self.tick * self.period)
+        return True
+
+    def _stopped(self, deadline: int) -> bool:
+        return self.stop_at is not None and deadline >= self.base_time + self.stop_at
+
+    def finish(self, flush: bool = True) -> None:
+        self.end_ns = round(self.tick * self.period)  # the stream covers every tick up to here
 
     def stats(self) -> dict[str, Any]:
         if not hasattr(self, "counts"):

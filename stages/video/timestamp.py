@@ -11,7 +11,6 @@ skipped (held, not encoded); both are counted. Variable frame rate keeps capture
 from __future__ import annotations
 
 import math
-from multiprocessing.connection import wait
 from typing import Any
 
 from pipeline import messages as msg
@@ -72,7 +71,7 @@ class Timeline:
 
 
 class Timestamper(Stage):
-    """Reads Frame descriptors from capture, writes Encode/Repeat/Hold to the encoder."""
+    """Frame descriptors in (port ``frames``), Encode/Repeat/Hold out (port ``placed``)."""
 
     name = "timestamp"
 
@@ -80,33 +79,14 @@ class Timestamper(Stage):
         self.timeline = Timeline(self.ctx.extra["fps"], self.ctx.config.mode)
         return {}
 
-    def run(self, base_time: int) -> None:
-        source = self.ctx.inputs["screen"]
-        watch = [source, self.ctx.control]
-        while True:
-            ready = wait(watch)
-            if self.ctx.control in ready:
-                try:
-                    self.ctx.control.recv_bytes()  # Stop: capture sends EndOfStream after it
-                except (EOFError, OSError):
-                    watch.remove(self.ctx.control)  # supervisor gone: capture will end the stream
-            if source not in ready:
-                continue
-            try:
-                message = msg.decode(source.recv_bytes())
-            except (EOFError, OSError):
-                self.ctx.warn("screen capture ended without end of stream; closing the video")
-                break
-            if isinstance(message, msg.EndOfStream):
-                for out in self.timeline.finish(message.end_ns):
-                    self.ctx.send("encode", out)
-                break
-            if isinstance(message, msg.Frame):
-                for out in self.timeline.place(message):
-                    self.ctx.send("encode", out)
-            if self.ctx.stats_due():
-                self.ctx.report(msg.Stats(self.name, self.stats()))
-        self.ctx.send("encode", msg.EndOfStream(self.name))
+    def on_buffer(self, port: str, message: msg.Message) -> None:
+        if isinstance(message, msg.Frame):
+            for out in self.timeline.place(message):
+                self.ctx.send("placed", out)
+
+    def on_end(self, port: str, message: msg.EndOfStream) -> None:
+        for out in self.timeline.finish(message.end_ns):  # ticks after the last frame, up to capture's end
+            self.ctx.send("placed", out)
 
     def stats(self) -> dict[str, Any]:
         t = getattr(self, "timeline", None)

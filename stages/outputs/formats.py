@@ -7,6 +7,7 @@ so the supervisor starts without them.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -20,6 +21,9 @@ CONTAINERS: dict[str, tuple[str, dict[str, str]]] = {
 #: Audio codecs by config name: (PyAV encoder, sample format it takes, samples per codec frame).
 AUDIO_CODECS: dict[str, tuple[str, str, int]] = {"aac": ("aac", "fltp", 1024), "opus": ("libopus", "flt", 960)}
 OUT_RATE = 48_000  # every audio track's sample rate
+GLOBAL_HEADER = 1 << 22  # AV_CODEC_FLAG_GLOBAL_HEADER: codec headers apart, for every output to copy
+#: Output kinds: the class that writes each (imported in fp-encode only).
+OUTPUT_KINDS: dict[str, str] = {"file": "stages.outputs.file:FileOutput"}
 
 
 def container_for(path: str) -> tuple[str, dict[str, str]]:
@@ -28,6 +32,11 @@ def container_for(path: str) -> tuple[str, dict[str, str]]:
     if ext not in CONTAINERS:
         raise ConfigError(f"cannot write {ext or 'files without an extension'}: name the output .mkv, .mp4 or .mov")
     return CONTAINERS[ext]
+
+
+def frame_rate(fps: float) -> Fraction:
+    """fps as an exact fraction (29.97 -> 30000/1001): the file's frame rate, and the grid pauses snap to."""
+    return Fraction(fps).limit_denominator(1001)
 
 
 def output_size(width: int, height: int, output_height: int) -> tuple[int, int]:

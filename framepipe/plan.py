@@ -1,0 +1,86 @@
+"""The planner (supervisor process): a pipeline config in, the graph a recording runs out.
+
+One place decides which stages run, how they are linked (by named ports), which rings they share
+and what the one encode feeds. ``framepipe plan`` and ``record --dry-run`` print the result.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pipeline.config import AudioConfig, OutputConfig, PipelineConfig
+from pipeline.errors import ConfigError
+from pipeline.graph import Plan, RingSpec, StageSpec
+from pipeline.ring import Geometry
+from stages.outputs.formats import OUT_RATE, block_frames, check_codec, container_for, output_size
+from stages.video.screen import screen_rect
+
+
+def output_settings(out: OutputConfig) -> dict[str, str]:
+    """What fp-encode needs to open an output (checked here: a bad name fails before anything starts)."""
+    container_for(out.path)
+    return {"kind": out.kind, "path": out.path}
+
+
+def output_line(out: OutputConfig) -> str:
+    fmt, _ = container_for(out.path)
+    return f"{out.kind} {out.path} ({fmt}) <- encode"
+
+
+def plan(config: PipelineConfig) -> Plan:
+    """The stages, links and rings of a screen recording to ``config.outputs``."""
+    if not config.outputs:
+        raise ConfigError("no output: give an output file (framepipe record out.mkv) or [[output]] tables")
+    if config.audio.sources:
+        for out in config.outputs:
+            check_codec(out.path, config.audio.codec)
+    rect = screen_rect(config.screen)
+    enc = config.encode
+    if enc.output_height > rect["height"]:
+        raise ConfigError(f"encode.output_height = {enc.output_height} is above the {rect['height']} pixels "
+                          "recorded: give a smaller height, or 0 to keep the size")  # fmt: skip
+    geometry = Geometry(rect["width"], rect["height"], rect["width"] * 4)
+    slots = max(3, round(config.screen.ring_seconds * config.screen.fps))
+    width, height = output_size(rect["width"], rect["height"], enc.output_height)
+    fps = config.screen.fps
+    screen = StageSpec(
+        "screen", "stages.video.screen:ScreenCapture", config.screen, rings={"ring": "video"}, source=True,
+        summary=f"{rect['width']}x{rect['height']} at {rect['left']},{rect['top']}, {fps:g} fps, "
+                f"backend {config.screen.backend}",
+    )  # fmt: skip
+    timestamp = StageSpec(
+        "timestamp", "stages.video.timestamp:Timestamper", config.timestamp, inputs={"frames": "screen.frames"},
+        extra={"fps": fps}, summary=config.timestamp.mode,
+    )  # fmt: skip
+    encode = StageSpec(
+        "encode", "stages.video.encode:Encoder", enc, inputs={"video": "timestamp.placed"},
+        extra={"fps": fps, "mode": config.timestamp.mode, "outputs": [output_settings(o) for o in config.outputs]},
+        rings={"ring": "video"},
+        summary=f"{enc.encoder} {enc.preset} crf {enc.crf}, {width}x{height}, keyframe every {enc.gop_seconds:g} s",
+    )  # fmt: skip
+    stages = [screen, timestamp, encode]
+    rings = [RingSpec("video", geometry, slots, f"{rect['width']}x{rect['height']} BGRA, screen -> encode")]
+    if config.audio.sources:
+        audio, ring = audio_stage(config.audio)
+        stages.insert(1, audio)
+        rings.append(ring)
+        stages[-1] = StageSpec(
+            encode.name, encode.stage, encode.config, inputs={**encode.inputs, "audio": "audio.blocks"},
+            extra={**encode.extra, "audio_codec": config.audio.codec, "audio_bitrate_kbps": config.audio.bitrate_kbps},
+            rings={**encode.rings, "audio_ring": "audio"},
+            summary=encode.summary + f"; audio {config.audio.codec} {config.audio.bitrate_kbps} kb/s a track",
+        )  # fmt: skip
+    result = Plan(tuple(stages), tuple(rings), tuple(output_line(o) for o in config.outputs), {"rect": rect})
+    result.check()
+    return result
+
+
+def audio_stage(audio: AudioConfig) -> tuple[StageSpec, RingSpec]:
+    """The audio capture stage (a source: Stop reaches it) and its ring."""
+    block = block_frames(audio.codec)
+    tracks = len(audio.sources) + (1 if audio.mix else 0)
+    slots = max(4, math.ceil(audio.ring_seconds * OUT_RATE / block) * tracks)
+    sources = ", ".join(audio.sources) + (" + mix" if audio.mix else "")
+    spec = StageSpec("audio", "stages.audio.capture:AudioCapture", audio, rings={"ring": "audio"}, source=True,
+                     summary=f"{sources}, {OUT_RATE // 1000} kHz")  # fmt: skip
+    return spec, RingSpec("audio", Geometry(block, audio.channels, block * 4), slots, "audio blocks, audio -> encode")
