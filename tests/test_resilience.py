@@ -55,7 +55,8 @@ def test_disk_full_keeps_what_was_written(heavy_screen: str, small_disk: Path, t
     stats_path = tmp_path / "s.json"
     done = record(heavy_screen, out, "--duration", "30", "--crf", "0", "--stats-json", str(stats_path))
     assert done.returncode == 1, done.stderr
-    assert "error in encode: the disk is full: " in done.stderr and "keeps what was written so far" in done.stderr
+    assert f"file {out} failed (the disk is full: {out} keeps what was written so far)" in done.stderr
+    assert "error in encode: every output failed, nothing is recorded any more" in done.stderr
     assert "low disk space" in done.stderr
     assert "Traceback" not in done.stderr
     assert count_frames(out) > 0  # decodes up to where the disk ran out

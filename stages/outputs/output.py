@@ -112,7 +112,7 @@ class Output:
             return
         self.state = OutputState.FAILED
         self.why = describe_error(exc)
-        self.warn(f"{self.describe()} failed ({self.why}); it keeps what was written, the other outputs go on")
+        self.warn(f"{self.describe()} failed ({self.why}); what it wrote is kept, the recording goes on")
         with contextlib.suppress(Exception):  # closing a broken output: what is written stays
             self.close()
 

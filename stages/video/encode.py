@@ -319,7 +319,8 @@ class Encoder(Stage):
     def _check_outputs(self) -> None:
         """Every output failed: nothing is recorded any more, so the recording stops (one line each was said)."""
         if self.outputs and all(o.state is OutputState.FAILED for o in self.outputs):
-            raise EncodeError("every output failed: " + "; ".join(f"{o.describe()}: {o.why}" for o in self.outputs))
+            raise EncodeError("every output failed, nothing is recorded any more: "
+                              + "; ".join(f"{o.describe()}: {o.why}" for o in self.outputs))
 
     def finish(self, flush: bool = True) -> None:
         """Flush the encoders (unless stopping fast) and end every output: the files are complete after this."""

@@ -1,0 +1,138 @@
+"""Several outputs from one encode: [[output]] tables, the plan, one failing output, bad output tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import decodes_cleanly, run_framepipe
+from test_bad_input import assert_one_line_error
+
+from framepipe.proof import judge
+from framepipe.proof.testscreen import load_info, start_testscreen
+from framepipe.proof.xvfb import VirtualScreen
+
+
+@pytest.fixture
+def painted(virtual_screen: VirtualScreen, tmp_path: Path) -> Iterator[Path]:
+    info = tmp_path / "screen.json"
+    painter = start_testscreen(virtual_screen.display, 60, info_path=info)
+    try:
+        yield info
+    finally:
+        painter.terminate()
+        painter.wait(10)
+
+
+def config(tmp_path: Path, *paths: str | Path, extra: str = "") -> Path:
+    conf = tmp_path / "outputs.toml"
+    tables = "".join(f'[[output]]\nkind = "file"\npath = "{p}"\n' for p in paths)
+    conf.write_text("[screen]\nfps = 60\n" + extra + tables)
+    return conf
+
+
+def test_two_files_from_one_encode_hold_the_same_frames(virtual_screen: VirtualScreen, painted: Path,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    a, b, stats_path = tmp_path / "a.mkv", tmp_path / "b.mp4", tmp_path / "s.json"
+    conf = config(tmp_path, a, b)
+    done = run_framepipe("record", "--config", str(conf), "--duration", "5", "--no-audio", "--quiet",
+                         "--stats-json", str(stats_path), display=virtual_screen.display)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    info = load_info(painted)
+    reports = [judge.judge(judge.read_codes(f, info["code_rect"]), 1 / 60) for f in (a, b)]
+    assert reports[0].frames_written == reports[1].frames_written == 300, [r.summary() for r in reports]
+    assert all(r.lost == 0 for r in reports), [r.summary() for r in reports]
+    assert (reports[0].first_state, reports[0].last_state) == (reports[1].first_state, reports[1].last_state)
+    assert decodes_cleanly(a) == "" and decodes_cleanly(b) == ""
+    stats = json.loads(stats_path.read_text())
+    assert [o["frames"] for o in stats["outputs"]] == [300, 300], stats["outputs"]
+    assert stats["frames"]["encoded"] + stats["frames"]["repeats"] == 300  # one encode fed both files
+    assert f"wrote {a}: 300 frames" in done.stderr and f"wrote {b}: 300 frames" in done.stderr
+
+
+def test_dry_run_prints_the_graph_and_writes_nothing(virtual_screen: VirtualScreen, tmp_path: Path) -> None:
+    conf = config(tmp_path, tmp_path / "a.mkv", tmp_path / "b.mp4")
+    done = run_framepipe("record", "--config", str(conf), "--dry-run", "--no-audio", display=virtual_screen.display)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    stages = [line.split()[0] for line in lines]
+    assert stages == ["screen", "timestamp", "encode", "output", "output", "ring"], done.stdout
+    assert "video <- timestamp.placed" in done.stdout and "frames <- screen.frames" in done.stdout
+    assert not (tmp_path / "a.mkv").exists() and not (tmp_path / "b.mp4").exists()
+    same = run_framepipe("plan", str(conf), display=virtual_screen.display)
+    assert same.returncode == 0 and "ring" in same.stdout and "audio" in same.stdout  # the config's audio: default
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_failing_output_leaves_the_others_whole(virtual_screen: VirtualScreen, painted: Path, small_disk: Path,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    small, good, stats_path = small_disk / "small.mkv", tmp_path / "good.mkv", tmp_path / "s.json"
+    conf = config(tmp_path, small, good, extra="[encode]\ncrf = 0\n")  # lossless: the 2 MiB fill in a second or two
+    done = run_framepipe("record", "--config", str(conf), "--duration", "6", "--no-audio", "--quiet",
+                         "--stats-json", str(stats_path), display=virtual_screen.display)  # fmt: skip
+    assert done.returncode == 1, done.stderr  # something failed: said, and the exit status says so
+    assert f"file {small} failed (the disk is full" in done.stderr and "Traceback" not in done.stderr
+    info = load_info(painted)
+    whole = judge.judge(judge.read_codes(good, info["code_rect"]), 1 / 60)
+    assert whole.frames_written == 360 and whole.lost == 0, whole.summary()
+    assert decodes_cleanly(good) == ""
+    cut = judge.judge(judge.read_codes(small, info["code_rect"]), 1 / 60)
+    assert 0 < cut.frames_written < 360  # what it held before the disk filled is playable
+    stats = json.loads(stats_path.read_text())
+    small_stats, good_stats = stats["outputs"]
+    assert small_stats["state"] == "failed" and small_stats["dropped"]["failed"] > 0
+    assert good_stats["frames"] == 360 and good_stats["dropped"] == {"behind": 0, "failed": 0}
+
+
+@pytest.mark.parametrize(
+    ("tables", "needle"),
+    [
+        ('[[output]]\nkind = "disk"\npath = "a.mkv"\n', "output[1].kind = 'disk' is not allowed; choose one of: file"),
+        ('[[output]]\nkind = "file"\n', 'output[1] (a file) needs a path: add path = "recording.mkv"'),
+        ('[[output]]\npath = "a.mkv"\n[[output]]\npath = "./a.mkv"\n', "output[1] and output[2] both write ./a.mkv"),
+        ('[[output]]\npath = "a.mkv"\ncolour = "red"\n', "unknown key output[1].colour; allowed keys: kind, path"),
+        ('[output]\npath = "a.mkv"\n', "[[output]] must be tables: write each output as [[output]]"),
+        ('[[output]]\nkind = "stream"\npath = "a.mkv"\n', "output[1].kind = 'stream' is not available"),
+        ('[[output]]\npath = "a.avi"\n', "cannot write .avi: name the output .mkv, .mp4 or .mov"),
+        ("[screen]\nfps = 60\n", "no output: give an output file"),
+    ],
+)
+def test_bad_output_tables(virtual_screen: VirtualScreen, tmp_path: Path, tables: str, needle: str) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text(tables)
+    result = subprocess.run([*run_args(conf)], cwd=tmp_path, capture_output=True, text=True, check=False,
+                            env=display_env(virtual_screen.display))  # fmt: skip
+    assert_one_line_error(result, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_output_given_twice_is_refused(virtual_screen: VirtualScreen, tmp_path: Path) -> None:
+    conf = config(tmp_path, tmp_path / "a.mkv")
+    result = run_framepipe("record", str(tmp_path / "a.mkv"), "--config", str(conf), "--duration", "1",
+                           display=virtual_screen.display)  # fmt: skip
+    assert_one_line_error(result, "both write")
+
+
+def run_args(conf: Path) -> list[str]:
+    return [sys.executable, "-m", "framepipe", "record", "--config", str(conf), "--duration", "1", "--no-audio"]
+
+
+def display_env(display: str) -> dict[str, str]:
+    return dict(os.environ, DISPLAY=display)
