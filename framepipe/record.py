@@ -341,7 +341,8 @@ def check_outputs(job: RecordJob) -> None:
 
 def record(job: RecordJob) -> int:
     """Run one recording; 0 when everything went well, 1 if a stage or an output failed (the files are kept)."""
-    check_outputs(job)
+    if not job.dry_run:
+        check_outputs(job)
     graph = plan(job.config)
     if job.dry_run:
         print("\n".join(graph.lines()))
