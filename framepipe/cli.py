@@ -43,6 +43,16 @@ def positive(text: str) -> float:
     return value
 
 
+def megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of megabytes above 0, not {text!r}")
+    return value
+
+
 def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that override the pipeline config (record and demo)."""
     parser.add_argument("--fps", type=float, help="frames per second (default 60)")
@@ -55,6 +65,8 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", help="video encoder (default libx264; one that does not open falls back)")
     parser.add_argument("--preset", help="encoder speed preset (libx264: ultrafast ... veryslow)")
     parser.add_argument("--crf", type=int, help="quality: lower is better, 0-51 (default 23)")
+    parser.add_argument("--bitrate", type=int, metavar="KBPS",
+                        help="cap the video bitrate (x264 VBV); default none, 6000 when streaming")
     parser.add_argument("--output-height", type=int, metavar="PIXELS",
                         help="scale the video down to this height, keeping the aspect (default: as captured)")
     parser.add_argument("--vfr", action="store_true", help="keep capture times (variable frame rate)")
@@ -75,6 +87,12 @@ def build_parser() -> Parser:
                      "may be left out when the --config file has [[output]] tables")
     rec.add_argument("--duration", type=positive, help="stop after this many seconds (default: until Ctrl+C)")
     add_pipeline_flags(rec)
+    rec.add_argument("--replay", type=positive, metavar="SECONDS",
+                     help="keep the last SECONDS in memory; `framepipe ctl save-replay` (or SIGUSR1) saves them")
+    rec.add_argument("--replay-max-mb", type=megabytes, metavar="MB",
+                     help="memory cap of the replay buffer (default 500)")
+    rec.add_argument("--stream", action="append", metavar="URL",
+                     help="stream live to rtmp://HOST[:PORT]/APP/KEY (or rtmps://), beside or instead of the file")
     rec.add_argument("--stats-json", help="write every counter of the run to this JSON file")
     rec.add_argument("--quiet", action="store_true", help="no live status line")
     rec.add_argument("--dry-run", action="store_true", help="print the graph it would run, one line a stage, and stop")
@@ -131,7 +149,7 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "screen": {"fps": args.fps, "monitor": args.monitor, "region": args.region},
         "timestamp": {"mode": "vfr" if args.vfr else None},
         "encode": {"encoder": args.encoder, "preset": args.preset, "crf": args.crf,
-                   "output_height": args.output_height},
+                   "output_height": args.output_height, "max_kbps": args.bitrate},
         "audio": {"sources": audio_sources(args), "mix": True if args.mix else None},
     }
 
@@ -149,7 +167,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from framepipe.record import RecordJob, record
 
     job = RecordJob(
-        config=cfg.with_output(pipeline_config(args), args.output),
+        config=cfg.with_output(pipeline_config(args), args.output, flag_outputs(args)),
         duration_s=args.duration,
         overwrite=args.overwrite,
         stats_json=args.stats_json,
@@ -157,6 +175,16 @@ def cmd_record(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     return record(job)
+
+
+def flag_outputs(args: argparse.Namespace) -> tuple[cfg.OutputConfig, ...]:
+    """--stream and --replay as outputs (after the config's)."""
+    streams = tuple(cfg.OutputConfig("stream", url=url) for url in args.stream or ())
+    if args.replay_max_mb is not None and args.replay is None:
+        raise ConfigError("--replay-max-mb needs --replay SECONDS")
+    replay = () if args.replay is None else (
+        cfg.OutputConfig("replay", seconds=args.replay, max_mb=args.replay_max_mb or 500.0),)
+    return streams + replay
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -7,24 +7,71 @@ and what the one encode feeds. ``framepipe plan`` and ``record --dry-run`` print
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-from pipeline.config import AudioConfig, OutputConfig, PipelineConfig
+from pipeline.config import AudioConfig, EncodeConfig, OutputConfig, PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.graph import Plan, RingSpec, StageSpec
 from pipeline.ring import Geometry
-from stages.outputs.formats import OUT_RATE, block_frames, check_codec, container_for, output_size
+from stages.outputs.formats import (
+    OUT_RATE,
+    STREAM_GOP_S,
+    STREAM_KBPS,
+    block_frames,
+    check_codec,
+    container_for,
+    output_size,
+)  # fmt: skip
 from stages.video.screen import screen_rect
 
 
-def output_settings(out: OutputConfig) -> dict[str, str]:
+def output_settings(out: OutputConfig, folder: str) -> dict[str, Any]:
     """What fp-encode needs to open an output (checked here: a bad name fails before anything starts)."""
-    container_for(out.path)
-    return {"kind": out.kind, "path": out.path}
+    if out.kind == "file":
+        container_for(out.path)
+        return {"kind": out.kind, "path": out.path}
+    if out.kind == "stream":
+        return {"kind": out.kind, "url": out.url}
+    return {"kind": out.kind, "seconds": out.seconds, "max_mb": out.max_mb, "folder": folder}
 
 
-def output_line(out: OutputConfig) -> str:
-    fmt, _ = container_for(out.path)
-    return f"{out.kind} {out.path} ({fmt}) <- encode"
+def output_line(out: OutputConfig, folder: str) -> str:
+    if out.kind == "file":
+        return f"file {out.path} ({container_for(out.path)[0]}) <- encode"
+    if out.kind == "stream":
+        return f"stream {out.url} (flv) <- encode"
+    return f"replay buffer: last {out.seconds:g} s, up to {out.max_mb:g} MB, saved to {folder} <- encode"
+
+
+def replay_folder(config: PipelineConfig) -> str:
+    """Where saved replays go: beside the first file output, else the videos folder."""
+    first = next((o for o in config.outputs if o.kind == "file"), None)
+    return str(Path(first.path).resolve().parent) if first is not None else str(videos_folder())
+
+
+def videos_folder() -> Path:
+    """The XDG videos folder when set (user-dirs.dirs), else ~/Videos."""
+    home = Path.home()
+    dirs = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "user-dirs.dirs"
+    try:
+        for line in dirs.read_text(encoding="utf-8").splitlines():
+            if line.startswith("XDG_VIDEOS_DIR="):
+                return Path(line.split("=", 1)[1].strip().strip('"').replace("$HOME", str(home)))
+    except OSError:
+        pass
+    return home / "Videos"
+
+
+def encoder_settings(config: PipelineConfig) -> EncodeConfig:
+    """The encoder's settings with the automatic ones decided: a stream wants a 2 s keyframe interval and
+    a bitrate cap."""
+    enc = config.encode
+    streaming = any(o.kind == "stream" for o in config.outputs)
+    gop = enc.gop_seconds or (STREAM_GOP_S if streaming else 1.0)
+    return replace(enc, gop_seconds=gop, max_kbps=enc.max_kbps or (STREAM_KBPS if streaming else 0))
 
 
 def plan(config: PipelineConfig) -> Plan:
@@ -33,15 +80,19 @@ def plan(config: PipelineConfig) -> Plan:
         raise ConfigError("no output: give an output file (framepipe record out.mkv) or [[output]] tables")
     if config.audio.sources:
         for out in config.outputs:
-            check_codec(out.path, config.audio.codec)
+            if out.kind == "file":
+                check_codec(out.path, config.audio.codec)
+            elif out.kind == "stream" and config.audio.codec != "aac":
+                raise ConfigError("a stream carries aac audio (FLV): set audio.codec = \"aac\"")
     rect = screen_rect(config.screen)
-    enc = config.encode
+    enc = encoder_settings(config)
     if enc.output_height > rect["height"]:
         raise ConfigError(f"encode.output_height = {enc.output_height} is above the {rect['height']} pixels "
                           "recorded: give a smaller height, or 0 to keep the size")  # fmt: skip
     geometry = Geometry(rect["width"], rect["height"], rect["width"] * 4)
     slots = max(3, round(config.screen.ring_seconds * config.screen.fps))
     width, height = output_size(rect["width"], rect["height"], enc.output_height)
+    folder = replay_folder(config)
     fps = config.screen.fps
     screen = StageSpec(
         "screen", "stages.video.screen:ScreenCapture", config.screen, rings={"ring": "video"}, source=True,
@@ -54,9 +105,11 @@ def plan(config: PipelineConfig) -> Plan:
     )  # fmt: skip
     encode = StageSpec(
         "encode", "stages.video.encode:Encoder", enc, inputs={"video": "timestamp.placed"},
-        extra={"fps": fps, "mode": config.timestamp.mode, "outputs": [output_settings(o) for o in config.outputs]},
+        extra={"fps": fps, "mode": config.timestamp.mode,
+               "outputs": [output_settings(o, folder) for o in config.outputs]},
         rings={"ring": "video"},
-        summary=f"{enc.encoder} {enc.preset} crf {enc.crf}, {width}x{height}, keyframe every {enc.gop_seconds:g} s",
+        summary=f"{enc.encoder} {enc.preset} crf {enc.crf}{f' max {enc.max_kbps} kb/s' if enc.max_kbps else ''}, "
+                f"{width}x{height}, keyframe every {enc.gop_seconds:g} s",
     )  # fmt: skip
     stages = [screen, timestamp, encode]
     rings = [RingSpec("video", geometry, slots, f"{rect['width']}x{rect['height']} BGRA, screen -> encode")]
@@ -70,7 +123,8 @@ def plan(config: PipelineConfig) -> Plan:
             rings={**encode.rings, "audio_ring": "audio"},
             summary=encode.summary + f"; audio {config.audio.codec} {config.audio.bitrate_kbps} kb/s a track",
         )  # fmt: skip
-    result = Plan(tuple(stages), tuple(rings), tuple(output_line(o) for o in config.outputs), {"rect": rect})
+    lines = tuple(output_line(o, folder) for o in config.outputs)
+    result = Plan(tuple(stages), tuple(rings), lines, {"rect": rect, "replay_folder": folder})
     result.check()
     return result
 

@@ -145,15 +145,17 @@ class StatusLine:
 
 
 def file_outputs(enc: dict[str, Any], config: PipelineConfig) -> list[dict[str, Any]]:
-    """Each output's own counts (from fp-encode's stats), with its path even before the first report."""
+    """Each output's own counts (from fp-encode's stats: drops by cause, and what its kind adds: bytes sent,
+    memory held), named by its path or URL even before the first report."""
     reported = enc.get("outputs") or []
     out = []
     for i, o in enumerate(config.outputs):
         counts = reported[i] if i < len(reported) else {}
-        out.append({"kind": o.kind, "path": o.path, "state": counts.get("state", "open"),
-                    "frames": counts.get("frames", 0), "bytes": counts.get("bytes", 0),
-                    "dropped": {"behind": counts.get("dropped_behind", 0), "failed": counts.get("dropped_failed", 0)},
-                    **({"error": counts["error"]} if counts.get("error") else {})})  # fmt: skip
+        dropped = {"behind": 0, "failed": 0} | {k[len("dropped_"):]: v for k, v in counts.items()
+                                                 if k.startswith("dropped_")}  # fmt: skip
+        rest = {k: v for k, v in counts.items() if not k.startswith("dropped_") and k not in ("kind", "path")}
+        out.append({**rest, "kind": o.kind, "path": o.path or o.url, "state": counts.get("state", "open"),
+                    "frames": counts.get("frames", 0), "bytes": counts.get("bytes", 0), "dropped": dropped})
     return out
 
 
@@ -188,11 +190,11 @@ def status_of(config: PipelineConfig) -> Any:
         outputs = file_outputs(enc, config)
         drops = {name: {k[len("dropped_"):]: v for k, v in stats.items() if k.startswith("dropped_")}
                  for name, stats in st.items()}  # fmt: skip
-        drops["outputs"] = {o["path"]: o["dropped"] for o in outputs}
+        drops["outputs"] = {o["path"] or o["kind"]: o["dropped"] for o in outputs}
         audio = audio_section(st.get("audio", {}), enc)
         return {
             "pid": os.getpid(),
-            "outputs": [o["path"] for o in outputs],
+            "outputs": [o["path"] for o in outputs if o["path"]],
             "output_details": outputs,
             "fps": config.screen.fps,
             "frames": frame_counts(st),
@@ -227,6 +229,7 @@ def stats_of(
         "recorded_s": screen.get("recorded_ns", 0) / NS_PER_S - enc.get("paused_ms", 0) / 1000,
         "paused_s": enc.get("paused_ms", 0) / 1000,
         "pauses": (steering or {}).get("pauses", 0),
+        "pause_spans_s": (steering or {}).get("pause_spans_s", []),
         "markers": (steering or {}).get("markers", []),
         "frames": frame_counts(st),
         "ring": {
@@ -304,11 +307,7 @@ def summary(stats: dict[str, Any]) -> str:
     cpu = sum(s["cpu_s"] or 0 for s in stats["stages"].values())
     secs = stats["recorded_s"] or 1
     paused = f", paused {stats['paused_s']:.1f} s ({stats['pauses']}x)" if stats.get("paused_s") else ""
-    lines = [
-        f"framepipe: wrote {o['path']}: {o['frames']} frames in {stats['recorded_s']:.1f} s "
-        f"at {stats['fps']:g} fps" + scaled(stats) + paused + output_trouble(o)
-        for o in stats["outputs"]
-    ]
+    lines = [output_summary(o, stats) + paused + output_trouble(o) for o in stats["outputs"]]
     lines += [
         f"  dropped {f['dropped']} (ring full {f['dropped_by_reason']['ring_full']}, "
         f"late {f['dropped_by_reason']['capture_late']}, shed {f['dropped_by_reason']['encoder_shed']}), "
@@ -321,13 +320,23 @@ def summary(stats: dict[str, Any]) -> str:
     return "\n".join([*lines, audio] if audio else lines)
 
 
+def output_summary(out: dict[str, Any], stats: dict[str, Any]) -> str:
+    """One output's first line: what it wrote, streamed or held."""
+    if out["kind"] == "replay":
+        return (f"framepipe: replay buffer: held {out.get('held_s', 0):.1f} s in {out.get('held_mb', 0):.1f} MB "
+                f"at the end, {out.get('saved', 0)} saved to {out.get('folder', '?')}")  # fmt: skip
+    if out["kind"] == "stream":
+        return (f"framepipe: streamed to {out['path']}: {out.get('bytes_sent', out['bytes']) / 1e6:.1f} MB, "
+                f"{out.get('reconnects', 0)} reconnects")  # fmt: skip
+    return (f"framepipe: wrote {out['path']}: {out['frames']} frames in {stats['recorded_s']:.1f} s "
+            f"at {stats['fps']:g} fps" + scaled(stats))
+
+
 def output_trouble(out: dict[str, Any]) -> str:
     """What went wrong with one output, if anything (its error; packets it dropped)."""
-    dropped = out["dropped"]["behind"] + out["dropped"]["failed"]
     parts = [f"failed: {out['error']}"] if out.get("error") else []
-    if out["dropped"]["behind"]:
-        parts.append(f"{out['dropped']['behind']} packets dropped: it fell behind")
-    return f" ({'; '.join(parts)})" if parts or dropped else ""
+    parts += [f"{n} packets dropped ({cause})" for cause, n in out["dropped"].items() if n and cause != "failed"]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def check_outputs(job: RecordJob) -> None:
@@ -360,7 +369,8 @@ def record(job: RecordJob) -> int:
     supervisor = Supervisor(
         list(graph.stages), list(graph.rings), job.duration_s, on_tick=on_tick, grid_ns=grid,
         status_of=status_of(job.config), period_ns=float(NS_PER_S / frame_rate(job.config.screen.fps)),
-        outputs=tuple(o.path for o in job.config.outputs),
+        outputs=tuple(o.path or o.url or o.kind for o in job.config.outputs),
+        replay=any(o.kind == "replay" for o in job.config.outputs),
     )  # fmt: skip
     try:
         outcome = supervisor.run()

@@ -11,7 +11,7 @@ TOML layout (every table and key optional)::
     [timestamp]  mode, affinity, nice
     [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, output_height, overload, affinity, nice
     [audio]      sources, mix, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
-    [[output]]   kind (file), path; any number of them, each fed from the one encode
+    [[output]]   kind (file, stream, replay), path | url | seconds, max_mb; any number, all fed from the one encode
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ class EncodeConfig(StageConfig):
     crf: int = _opt(23, lo=0, hi=51)  # constant rate factor: lower is better quality, bigger file
     threads: int = _opt(0, lo=0, hi=64)  # encoder threads; 0: automatic
     thread_type: str = _opt("FRAME", choices=("FRAME", "SLICE", "AUTO"))  # how the encoder splits work
-    gop_seconds: float = _opt(1.0, lo=0.1, hi=10)  # keyframe interval; a crash loses at most this much
+    gop_seconds: float = _opt(0.0, lo=0.0, hi=10)  # keyframe interval (a crash loses at most this much);
+    # 0: automatic, 1 s, or 2 s when a stream is an output (what streaming services ask for)
+    max_kbps: int = _opt(0, lo=0, hi=500_000)  # video bitrate cap (x264 VBV maxrate, buffer 2 s);
+    # 0: none (quality by crf alone), or 6000 when a stream is an output
     output_height: int = _opt(0, lo=0, hi=4320)  # scale the video down to this height (the width keeps the
     # aspect; both even); 0: as captured. Every frame is kept: it only costs the encoder less
     overload: str = _opt("drop", choices=("drop", "shed"))  # encoder behind: ring absorbs, then capture drops;
@@ -100,15 +103,19 @@ class AudioConfig(StageConfig):
 
 
 OUTPUT_KINDS = ("file", "stream", "replay")
-OUTPUT_KINDS_HERE = ("file",)  # the kinds this version writes (stream and replay come with the outputs issue)
+STREAM_SCHEMES = ("rtmp", "rtmps")
+MIN_REPLAY_MB_PER_S = 2.5  # a replay cap under this much per keyframe interval cannot hold one (20 Mb/s: 1080p60)
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     """One output of the encoded packets (a thread and a queue in fp-encode)."""
 
-    kind: str = _opt("file", choices=OUTPUT_KINDS)  # file: a recording on disk
+    kind: str = _opt("file", choices=OUTPUT_KINDS)  # file on disk | stream (RTMP) | replay (last seconds, in RAM)
     path: str = _opt("")  # file: where (.mkv, .mp4 or .mov)
+    url: str = _opt("")  # stream: rtmp://host[:port]/app/key or rtmps://...
+    seconds: float = _opt(30.0, lo=0.0, hi=3600)  # replay: how many seconds it keeps (at least)
+    max_mb: float = _opt(500.0, lo=0.0, hi=65536)  # replay: memory cap; when it bites a warning says what it holds
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,8 @@ def _check_section(section: str, config: Any) -> None:
         )
     if isinstance(config, AudioConfig):
         _check_audio(section, config)
+    if isinstance(config, EncodeConfig) and 0 < config.gop_seconds < 0.1:
+        raise ConfigError(f"encode.gop_seconds = {config.gop_seconds:g} is too short: give 0.1 to 10, or 0 (automatic)")
     if isinstance(config, EncodeConfig) and config.encoder == "libx264" and config.preset not in X264_PRESETS:
         raise ConfigError(
             f"encode.preset = {config.preset!r} is not a libx264 preset; choose one of: {', '.join(X264_PRESETS)}"
@@ -232,27 +241,54 @@ def build_outputs(tables: Any, where: str = "[[output]]") -> tuple[OutputConfig,
                 raise ConfigError(f"unknown key {name}.{key}; allowed keys: {', '.join(sorted(known))}")
         values = {k: _check(name, k, v, hints[k], dict(known[k].metadata)) for k, v in table.items()}
         out = OutputConfig(**values)
-        if out.kind not in OUTPUT_KINDS_HERE:
-            raise ConfigError(f"{name}.kind = {out.kind!r} is not available in this version; "
-                              f"choose one of: {', '.join(OUTPUT_KINDS_HERE)}")  # fmt: skip
-        if out.kind == "file" and not out.path.strip():
-            raise ConfigError(f'{name} (a file) needs a path: add path = "recording.mkv" under it')
+        _check_output(name, out)
         outputs.append(out)
-    seen: dict[Path, int] = {}
+    seen: dict[Any, int] = {}
     for i, out in enumerate(outputs, 1):
-        if out.kind != "file":
-            continue
-        resolved = Path(out.path).expanduser().resolve()
-        if resolved in seen:
-            raise ConfigError(f"output[{seen[resolved]}] and output[{i}] both write {out.path}: "
+        if out.kind == "replay" and "replay" in seen:
+            raise ConfigError(f"output[{seen['replay']}] and output[{i}] are both replay buffers: keep one")
+        target: Any = Path(out.path).expanduser().resolve() if out.kind == "file" else out.url or out.kind
+        if target in seen:
+            raise ConfigError(f"output[{seen[target]}] and output[{i}] both write {out.path or out.url}: "
                               "give each output a path of its own")  # fmt: skip
-        seen[resolved] = i
+        seen[target] = i
     return tuple(outputs)
 
 
-def with_output(config: PipelineConfig, path: str | None) -> PipelineConfig:
-    """The config with the command line's OUTPUT as its first file output; one output at least."""
-    outputs = ((OutputConfig("file", path),) if path is not None else ()) + config.outputs
+def _check_output(name: str, out: OutputConfig) -> None:
+    """What each kind needs: a path, a URL we can stream to, a replay length and a cap that holds it."""
+    if out.kind == "file" and not out.path.strip():
+        raise ConfigError(f'{name} (a file) needs a path: add path = "recording.mkv" under it')
+    if out.kind == "stream":
+        check_stream_url(out.url, f"{name}.url")
+    if out.kind == "replay":
+        if not out.seconds > 0:
+            raise ConfigError(f"{name}.seconds = {out.seconds:g}: a replay buffer keeps more than 0 seconds "
+                              "(e.g. --replay 30)")  # fmt: skip
+        if out.max_mb < MIN_REPLAY_MB_PER_S:
+            raise ConfigError(f"{name}.max_mb = {out.max_mb:g} cannot hold one keyframe interval of video: "
+                              f"allow at least {MIN_REPLAY_MB_PER_S:g} MB (--replay-max-mb)")  # fmt: skip
+
+
+def check_stream_url(url: str, key: str) -> None:
+    """A URL we can stream to: rtmp:// or rtmps:// with a host and a path; a one-line error otherwise."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(f"{key} = {url!r} is not a URL: give rtmp://HOST[:PORT]/APP/KEY")
+    if scheme.lower() == "srt":
+        raise ConfigError(f"{key}: this build of PyAV has no SRT; stream with rtmp:// or rtmps:// instead")
+    if scheme.lower() not in STREAM_SCHEMES:
+        raise ConfigError(f"{key}: cannot stream to {scheme}://; use rtmp:// or rtmps://")
+    host, _, path = rest.partition("/")
+    hostname, _, port = host.rpartition(":") if ":" in host else (host, "", "")
+    if not hostname or not path.strip("/") or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ConfigError(f"{key} = {url!r} is malformed: give rtmp://HOST[:PORT]/APP/KEY")
+
+
+def with_output(config: PipelineConfig, path: str | None, extra: tuple[OutputConfig, ...] = ()) -> PipelineConfig:
+    """The config with the command line's OUTPUT as its first file output (and ``extra`` outputs, from
+    flags, after the config's); one output at least."""
+    outputs = ((OutputConfig("file", path),) if path is not None else ()) + config.outputs + extra
     if not outputs:
         raise ConfigError("no output: give an output file (framepipe record out.mkv) or [[output]] tables in --config")
     return replace(config, outputs=build_outputs([asdict(o) for o in outputs], "the outputs"))

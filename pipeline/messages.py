@@ -54,6 +54,15 @@ class Resume:
     at: int
 
 
+@dataclass(frozen=True)
+class SaveReplay:
+    """Write the replay buffer's last ``seconds`` (0: all it holds) to a new file (supervisor -> encoder)."""
+
+    TAG: ClassVar[int] = 5
+    request: int  # the supervisor's number for it: the answer names it
+    seconds: float = 0.0
+
+
 # --- control: stage -> supervisor -------------------------------------------------
 
 
@@ -93,6 +102,18 @@ class Error:
     stage: str
     text: str
     fatal: bool = True
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A replay was written to ``path`` (or not: ``error``), in answer to SaveReplay ``request``."""
+
+    TAG: ClassVar[int] = 14
+    stage: str
+    request: int
+    path: str = ""
+    error: str = ""
+    seconds: float = 0.0  # what the file holds
 
 
 # --- data path: descriptors only, never pixels ------------------------------------
@@ -176,13 +197,13 @@ class EndOfStream:
 
 
 Message = (
-    Start | Stop | Pause | Resume | State | Stats | Warning | Error | Frame | Encode | Repeat | Hold | AudioTracks
-    | AudioBlock | EndOfStream
+    Start | Stop | Pause | Resume | SaveReplay | State | Stats | Warning | Error | Saved | Frame | Encode | Repeat
+    | Hold | AudioTracks | AudioBlock | EndOfStream
 )  # fmt: skip
 
 _KINDS = (
-    Start, Stop, Pause, Resume, State, Stats, Warning, Error, Frame, Encode, Repeat, Hold, AudioTracks, AudioBlock,
-    EndOfStream,
+    Start, Stop, Pause, Resume, SaveReplay, State, Stats, Warning, Error, Saved, Frame, Encode, Repeat, Hold,
+    AudioTracks, AudioBlock, EndOfStream,
 )  # fmt: skip
 _TYPES: dict[int, type] = {cls.TAG: cls for cls in _KINDS}
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _TYPES.values()}

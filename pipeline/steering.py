@@ -40,7 +40,7 @@ class Steering:
     """Answers control requests and steering signals for one supervisor."""
 
     def __init__(self, sup: Supervisor, status_of: Callable[[Supervisor], dict[str, Any]], period_ns: float,
-                 listen: bool = True) -> None:  # fmt: skip
+                 listen: bool = True, replay: bool = False) -> None:  # fmt: skip
         self.sup = sup
         self.status_of = status_of
         self.period_ns = period_ns  # one frame: pauses begin and end on the grid
@@ -52,6 +52,9 @@ class Steering:
         self.server = Server() if listen else None
         self.clients: list[Client] = []
         self.waiting: list[Client] = []  # stop requests, answered at the end
+        self.replay = replay  # the recording has a replay buffer
+        self.requests = 0
+        self.saving: dict[int, Client | None] = {}  # save-replay requests the encoder has not answered yet
 
     # --- the supervisor's loop calls these ---------------------------------------------------------
 
@@ -78,6 +81,8 @@ class Steering:
             elif request.verb == "stop":
                 self.waiting.append(client)
                 self.stop()
+            elif request.verb == "save-replay":
+                self.save_replay(request.args.get("seconds"), client)
             else:
                 client.reply(self.answer(request))
 
@@ -88,10 +93,11 @@ class Steering:
         """Act on the steering signals that came (outside the signal handler)."""
         while self.signals:
             signum = self.signals.pop(0)
-            reply = self.toggle() if signum == signal.SIGUSR2 else self.save_replay(None)
-            verb = "pause toggle" if signum == signal.SIGUSR2 else "save replay"
-            line = f"framepipe: {verb}: " + (self.state.value if reply.ok else reply.error)
-            self.sup.on_message(line)
+            if signum == signal.SIGUSR1:
+                self.save_replay(None, None)
+                continue
+            reply = self.toggle()
+            self.sup.on_message("framepipe: pause toggle: " + (self.state.value if reply.ok else reply.error))
 
     def started(self) -> None:
         self.state = RecordingState.RECORDING
@@ -105,8 +111,9 @@ class Steering:
         self.state = RecordingState.DONE
         for client in self.waiting:
             client.reply(Reply(True, {"outputs": outputs, "state": self.state.value, "clean": ok, "error": error}))
-        for client in self.clients:
+        for client in [*self.clients, *(c for c in self.saving.values() if c is not None)]:
             client.reply(Reply(False, error="the recording has ended"))
+        self.saving = {}
         self.waiting, self.clients = [], []
         if self.server is not None:
             self.server.close()
@@ -123,8 +130,6 @@ class Steering:
                 return actions[request.verb]()
             if request.verb == "marker":
                 return self.marker(str(request.args["text"]))
-            if request.verb == "save-replay":
-                return self.save_replay(request.args.get("seconds"))
         except ControlError as exc:
             return Reply(False, error=str(exc))
         return Reply(False, error=f"unknown request {request.verb}")
@@ -140,6 +145,8 @@ class Steering:
             "recorded_s": round((elapsed - paused) / NS_PER_S, 3),
             "paused_s": round(paused / NS_PER_S, 3),
             "pauses": len(self.pauses.spans),
+            "pause_spans_s": [[start / NS_PER_S, None if end is None else end / NS_PER_S]
+                              for start, end in self.pauses.spans],  # running times, for the judges
             "markers": self.markers,
         }
 
@@ -194,6 +201,33 @@ class Steering:
         self.markers.append({"t_s": round(at / NS_PER_S, 3), "text": text})
         return Reply(True, {"t_s": round(at / NS_PER_S, 3), "text": text})
 
-    def save_replay(self, seconds: float | None) -> Reply:
-        return Reply(False, error="this recording has no replay buffer: start it with a replay output "
-                                  "(the replay buffer comes with the outputs issue)")  # fmt: skip
+    def save_replay(self, seconds: float | None, client: Client | None) -> None:
+        """Ask the encoder's replay buffer for a file; the answer (to the client, or a line) comes with Saved."""
+        if not self.replay:
+            self._saved_reply(client, Reply(False, error="this recording has no replay buffer: start it with "
+                                                         "--replay SECONDS"))  # fmt: skip
+            return
+        try:
+            self._live()
+        except ControlError as exc:
+            self._saved_reply(client, Reply(False, error=str(exc)))
+            return
+        self.requests += 1
+        self.saving[self.requests] = client
+        self.sup.broadcast(msg.SaveReplay(self.requests, float(seconds or 0.0)))
+
+    def saved(self, message: msg.Saved) -> None:
+        """The encoder wrote (or could not write) a replay: answer whoever asked."""
+        client = self.saving.pop(message.request, None)
+        if message.error:
+            reply = Reply(False, error=f"cannot save the replay: {message.error}")
+        else:
+            reply = Reply(True, {"path": message.path, "seconds": round(message.seconds, 3)})
+        self._saved_reply(client, reply)
+
+    def _saved_reply(self, client: Client | None, reply: Reply) -> None:
+        if client is not None:
+            client.reply(reply)
+        else:  # a signal asked: say it on the terminal
+            self.sup.on_message("framepipe: " + (f"saved the replay to {reply.result['path']}" if reply.ok
+                                                 else reply.error))  # fmt: skip

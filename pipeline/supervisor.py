@@ -99,6 +99,7 @@ class Supervisor:
         period_ns: float = 0.0,
         outputs: tuple[str, ...] = (),
         listen: bool = True,
+        replay: bool = False,
     ) -> None:
         self.specs = stages
         self.ring_specs = rings
@@ -115,6 +116,7 @@ class Supervisor:
         self.period_ns = period_ns or float(grid_ns)
         self.outputs = list(outputs)  # what the recording writes (for the control plane's answers)
         self.listen = listen
+        self.replay = replay
         self.steering: Steering | None = None
 
     # --- the whole run ----------------------------------------------------------------
@@ -127,7 +129,7 @@ class Supervisor:
         needed = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
         check_free(needed)
         self.outcome.shm_bytes = needed
-        self.steering = Steering(self, self.status_of, self.period_ns, self.listen)
+        self.steering = Steering(self, self.status_of, self.period_ns, self.listen, self.replay)
         previous = {s: signal.signal(s, self._on_signal) for s in (*GROUP_SIGNALS, *STEER_SIGNALS)}
         wake_r, wake_w = socket.socketpair()  # a signal wakes the message loop at once
         wake_r.setblocking(False)
@@ -320,6 +322,8 @@ class Supervisor:
         elif isinstance(message, msg.Warning):
             self.outcome.warnings.append(f"{name}: {message.text}")
             self.on_message(f"framepipe: warning: {name}: {message.text}")
+        elif isinstance(message, msg.Saved) and self.steering is not None:
+            self.steering.saved(message)
         elif isinstance(message, msg.Error):
             self.outcome.errors.append(f"{name}: {message.text}")
             self.on_message(f"framepipe: error in {name}: {message.text}")

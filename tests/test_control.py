@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import dataclasses
 import itertools
 import json
 import os
@@ -66,6 +67,23 @@ def start_recording(out: Path, *flags: str, display: str, env: dict[str, str] | 
                             text=True)  # fmt: skip
 
 
+def assert_nothing_lost(frames: list[judge.Frame], info: dict[str, Any], stats: dict[str, Any],
+                        screen_info: Path) -> None:
+    """No frame lost inside any recorded part: what is missing was painted too late to be seen (the test
+    screen's own lateness on a loaded machine), or is a swap. Each part's file times are moved back onto
+    running time by the pauses before it."""
+    painter = json.loads(Path(f"{screen_info}.stats").read_text())
+    shift = 0.0
+    spans = stats["pause_spans_s"]
+    for k, part in enumerate(avsync.pieces(frames)):
+        if k:
+            shift += spans[k - 1][1] - spans[k - 1][0]
+        moved = [dataclasses.replace(f, time=f.time + shift) for f in part]
+        report = judge.judge(part, FRAME_S)
+        blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter)
+        assert blame.recorder_lost <= report.swaps and report.lost <= blame.screen_late, (k, blame, report.summary())
+
+
 def jumps(frames: list[judge.Frame]) -> list[tuple[judge.Frame, judge.Frame]]:
     """Consecutive frames (as read) whose states jump more than a pause's cut."""
     parts = avsync.pieces(frames)
@@ -108,15 +126,13 @@ def test_pause_and_resume_from_ctl_keep_every_frame_and_the_sound_in_sync(
         assert after.state is not None and before.state is not None
         assert abs((after.state - before.state) / FPS - paused) <= 0.4, (before, after)
         assert after.time - before.time == pytest.approx(FRAME_S, abs=0.002)  # one frame on across the cut
-    for part in avsync.pieces(frames):  # nothing lost inside the recorded parts
-        report = judge.judge(part, FRAME_S)
-        assert report.lost == 0, report.summary()  # a swap (grabbed at the instant of change) is not a loss
+    stats = json.loads(stats_path.read_text())
+    assert_nothing_lost(frames, info, stats, tmp_path / "screen.json")
     sync = avsync.sync_by_piece(frames, avsync.read_track(out, 0), info, load_tone(tmp_path / "tone.json"))
     assert len(sync) == 3 and sum(len(r.bursts) for r in sync) >= 10, [r.summary() for r in sync]
     for piece in sync:
         assert piece.offset_ms_max <= 17, piece.summary()
     assert decodes_cleanly(out) == ""
-    stats = json.loads(stats_path.read_text())
     assert stats["pauses"] == 2 and abs(stats["paused_s"] - 5.0) < 0.5, stats["paused_s"]
     assert stats["frames"]["dropped"] == 0
 
@@ -234,7 +250,7 @@ def test_an_api_style_pause_jumps_once(runtime_dir: Path, virtual_screen: Virtua
     painter = start_testscreen(virtual_screen.display, FPS, info_path=tmp_path / "screen.json")
     try:
         os.environ["DISPLAY"] = virtual_screen.display
-        with Recorder(str(out), fps=60, audio=False, profile=False) as rec:
+        with Recorder(str(out), fps=60, audio=False, profile=False, stats_json=str(tmp_path / "api.json")) as rec:
             time.sleep(4)
             rec.pause()
             assert rec.status()["state"] == "paused"
@@ -245,13 +261,12 @@ def test_an_api_style_pause_jumps_once(runtime_dir: Path, virtual_screen: Virtua
     finally:
         painter.terminate()
         painter.wait(10)
-    frames = judge.read_codes(out, load_info(tmp_path / "screen.json")["code_rect"])
+    info = load_info(tmp_path / "screen.json")
+    frames = judge.read_codes(out, info["code_rect"])
     cuts = jumps(frames)
     assert len(cuts) == 1
     before, after = cuts[0]
     assert after.state is not None and before.state is not None
     assert abs((after.state - before.state) / FPS - 2.0) <= 0.4
-    for part in avsync.pieces(frames):
-        report = judge.judge(part, FRAME_S)
-        assert report.lost == 0, report.summary()
+    assert_nothing_lost(frames, info, json.loads((tmp_path / "api.json").read_text()), tmp_path / "screen.json")
     assert decodes_cleanly(out) == ""

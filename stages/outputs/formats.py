@@ -23,7 +23,13 @@ AUDIO_CODECS: dict[str, tuple[str, str, int]] = {"aac": ("aac", "fltp", 1024), "
 OUT_RATE = 48_000  # every audio track's sample rate
 GLOBAL_HEADER = 1 << 22  # AV_CODEC_FLAG_GLOBAL_HEADER: codec headers apart, for every output to copy
 #: Output kinds: the class that writes each (imported in fp-encode only).
-OUTPUT_KINDS: dict[str, str] = {"file": "stages.outputs.file:FileOutput"}
+OUTPUT_KINDS: dict[str, str] = {
+    "file": "stages.outputs.file:FileOutput",
+    "stream": "stages.outputs.stream:StreamOutput",
+    "replay": "stages.outputs.replay:ReplayOutput",
+}
+STREAM_GOP_S = 2.0  # keyframe interval when a stream is an output (what streaming services ask for)
+STREAM_KBPS = 6000  # video bitrate cap when a stream is an output and none is given (1080p60 at 6 Mb/s)
 
 
 def container_for(path: str) -> tuple[str, dict[str, str]]:

@@ -95,9 +95,10 @@ def conversion_options() -> dict[str, Any]:
 
 def codec_options(config: EncodeConfig) -> dict[str, str]:
     """Private options for the codec: libx264 takes preset and crf; hardware encoders keep their defaults."""
+    capped = {"maxrate": f"{config.max_kbps}k", "bufsize": f"{2 * config.max_kbps}k"} if config.max_kbps else {}
     if config.encoder in ("libx264", "libx265"):
-        return {"preset": config.preset, "crf": str(config.crf)}
-    return {}
+        return {"preset": config.preset, "crf": str(config.crf), **capped}
+    return capped
 
 
 def try_open(config: EncodeConfig, width: int, height: int, fps: float) -> str | None:
@@ -165,7 +166,7 @@ class Encoder(Stage):
         stream.time_base = self.time_base
         cc = stream.codec_context
         cc.time_base = self.time_base
-        cc.gop_size = max(1, round(fps * config.gop_seconds))
+        cc.gop_size = max(1, round(fps * (config.gop_seconds or 1.0)))
         cc.thread_type = config.thread_type
         cc.thread_count = config.threads
         cc.options = codec_options(config)
@@ -223,6 +224,20 @@ class Encoder(Stage):
             self.pauses.pause(message.at)
         elif isinstance(message, msg.Resume):
             self.pauses.resume(message.at)
+        elif isinstance(message, msg.SaveReplay):
+            self._save_replay(message)
+
+    def _save_replay(self, message: msg.SaveReplay) -> None:
+        """Have the replay buffer write a file on its own thread; the supervisor hears when it is closed."""
+        replay = next((o for o in self.outputs if o.kind == "replay"), None)
+
+        def done(path: str, error: str, seconds: float) -> None:
+            self.ctx.report(msg.Saved(self.name, message.request, path, error, seconds))
+
+        if replay is None:
+            done("", "this recording has no replay buffer: start it with --replay SECONDS", 0.0)
+            return
+        replay.save(message.seconds or None, done)  # type: ignore[attr-defined]
 
     def on_buffer(self, port: str, message: msg.Message) -> None:
         if isinstance(message, msg.AudioBlock):
