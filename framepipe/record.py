@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from pipeline.steering import RecordingState
 from pipeline.supervisor import Outcome, Supervisor
 from stages.audio.devices import in_audio_process
 from stages.outputs.formats import container_for, frame_rate, output_size
+from stages.outputs.paths import release, reserve
 
 SERIES_LIMIT = 2000  # ring fill samples kept in the stats (2 a second; halved when full)
 
@@ -339,6 +340,15 @@ def output_trouble(out: dict[str, Any]) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def write_replacing(path: str, text: str) -> None:
+    """Write a new file beside ``path`` and rename it over: a symlink at ``path`` is replaced, never followed."""
+    target = Path(path)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent or ".", prefix=f".{target.name}.",
+                                     delete=False) as tmp:  # fmt: skip
+        tmp.write(text)
+    os.replace(tmp.name, target)
+
+
 def check_outputs(job: RecordJob) -> None:
     """Every file output can be written (nothing is created); the stats file too."""
     for out in job.config.outputs:
@@ -366,20 +376,26 @@ def record(job: RecordJob) -> int:
         status(sup)
         series(sup)
 
+    reserved = {o.path: reserve(o.path, job.overwrite) for o in job.config.outputs if o.kind == "file"}
+    stages = [replace(s, extra={**s.extra, "reserved": reserved}) if s.name == "encode" else s for s in graph.stages]
     supervisor = Supervisor(
-        list(graph.stages), list(graph.rings), job.duration_s, on_tick=on_tick, grid_ns=grid,
+        stages, list(graph.rings), job.duration_s, on_tick=on_tick, grid_ns=grid,
         status_of=status_of(job.config), period_ns=float(NS_PER_S / frame_rate(job.config.screen.fps)),
         outputs=tuple(o.path or o.url or o.kind for o in job.config.outputs),
         replay=any(o.kind == "replay" for o in job.config.outputs),
     )  # fmt: skip
     try:
         outcome = supervisor.run()
+    except BaseException:
+        for path, ident in reserved.items():  # nothing was recorded: leave no empty files behind
+            release(path, ident)
+        raise
     finally:
         status.end()
     steering = supervisor.steering.status() if supervisor.steering is not None else None
     stats = stats_of(job, outcome, graph.info["rect"], graph.rings[0], series, steering)
     if job.stats_json:
-        Path(job.stats_json).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        write_replacing(job.stats_json, json.dumps(stats, indent=2) + "\n")
     print(summary(stats), file=sys.stderr)
     failed = any(o.get("error") for o in stats["outputs"])
     return 1 if outcome.errors or failed else 0

@@ -29,6 +29,7 @@ def own_config_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
 
 # --- recording helpers (the core pipeline's integration tests) ---------------------------
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -111,3 +112,17 @@ def decodes_cleanly(path: Path) -> str:
         ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True, check=False
     )
     return done.stderr.strip()
+
+
+def assert_recorder_lost_nothing(frames: list[judge.Frame], screen_info: Path, stats: dict[str, Any],
+                                 shift_s: float = 0.0) -> judge.Report:  # fmt: skip
+    """What is missing from ``frames`` was painted too late to be seen (the test screen's own lateness on a
+    loaded machine) or is a swap, never the recorder's loss. ``shift_s`` moves file times back onto the
+    recording's running time (the pauses before a part)."""
+    info = load_info(screen_info)
+    painter = json.loads(Path(f"{screen_info}.stats").read_text())
+    report = judge.judge(frames, 1 / float(info["fps"]))
+    moved = [dataclasses.replace(f, time=f.time + shift_s) for f in frames]
+    blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter)
+    assert blame.recorder_lost <= report.swaps and report.lost <= blame.screen_late, (blame, report.summary())
+    return report

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ctypes.util
-import dataclasses
 import itertools
 import json
 import os
@@ -19,7 +18,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import decodes_cleanly, framepipe_cmd
+from conftest import assert_recorder_lost_nothing, decodes_cleanly, framepipe_cmd
 
 from framepipe.proof import avsync, judge
 from framepipe.proof.pulse import PulseServer, have_pulseaudio
@@ -67,21 +66,14 @@ def start_recording(out: Path, *flags: str, display: str, env: dict[str, str] | 
                             text=True)  # fmt: skip
 
 
-def assert_nothing_lost(frames: list[judge.Frame], info: dict[str, Any], stats: dict[str, Any],
-                        screen_info: Path) -> None:
-    """No frame lost inside any recorded part: what is missing was painted too late to be seen (the test
-    screen's own lateness on a loaded machine), or is a swap. Each part's file times are moved back onto
-    running time by the pauses before it."""
-    painter = json.loads(Path(f"{screen_info}.stats").read_text())
+def assert_nothing_lost(frames: list[judge.Frame], stats: dict[str, Any], screen_info: Path) -> None:
+    """No frame lost inside any recorded part; each part's file times moved back by the pauses before it."""
     shift = 0.0
     spans = stats["pause_spans_s"]
     for k, part in enumerate(avsync.pieces(frames)):
         if k:
             shift += spans[k - 1][1] - spans[k - 1][0]
-        moved = [dataclasses.replace(f, time=f.time + shift) for f in part]
-        report = judge.judge(part, FRAME_S)
-        blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter)
-        assert blame.recorder_lost <= report.swaps and report.lost <= blame.screen_late, (k, blame, report.summary())
+        assert_recorder_lost_nothing(part, screen_info, stats, shift)
 
 
 def jumps(frames: list[judge.Frame]) -> list[tuple[judge.Frame, judge.Frame]]:
@@ -127,7 +119,7 @@ def test_pause_and_resume_from_ctl_keep_every_frame_and_the_sound_in_sync(
         assert abs((after.state - before.state) / FPS - paused) <= 0.4, (before, after)
         assert after.time - before.time == pytest.approx(FRAME_S, abs=0.002)  # one frame on across the cut
     stats = json.loads(stats_path.read_text())
-    assert_nothing_lost(frames, info, stats, tmp_path / "screen.json")
+    assert_nothing_lost(frames, stats, tmp_path / "screen.json")
     sync = avsync.sync_by_piece(frames, avsync.read_track(out, 0), info, load_tone(tmp_path / "tone.json"))
     assert len(sync) == 3 and sum(len(r.bursts) for r in sync) >= 10, [r.summary() for r in sync]
     for piece in sync:
@@ -268,5 +260,5 @@ def test_an_api_style_pause_jumps_once(runtime_dir: Path, virtual_screen: Virtua
     before, after = cuts[0]
     assert after.state is not None and before.state is not None
     assert abs((after.state - before.state) / FPS - 2.0) <= 0.4
-    assert_nothing_lost(frames, info, json.loads((tmp_path / "api.json").read_text()), tmp_path / "screen.json")
+    assert_nothing_lost(frames, json.loads((tmp_path / "api.json").read_text()), tmp_path / "screen.json")
     assert decodes_cleanly(out) == ""

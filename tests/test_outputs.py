@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import decodes_cleanly, run_framepipe
+from conftest import assert_recorder_lost_nothing, decodes_cleanly, run_framepipe
 from test_bad_input import assert_one_line_error
 
 from framepipe.proof import judge
@@ -18,15 +18,27 @@ from framepipe.proof.testscreen import load_info, start_testscreen
 from framepipe.proof.xvfb import VirtualScreen
 
 
+class Painter:
+    """The test screen, painting while a test records; ``stop`` it before judging (it writes its stats then)."""
+
+    def __init__(self, display: str, info: Path) -> None:
+        self.info = info
+        self.proc = start_testscreen(display, 60, info_path=info)
+
+    def stop(self) -> Path:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        return self.info
+
+
 @pytest.fixture
-def painted(virtual_screen: VirtualScreen, tmp_path: Path) -> Iterator[Path]:
-    info = tmp_path / "screen.json"
-    painter = start_testscreen(virtual_screen.display, 60, info_path=info)
+def painted(virtual_screen: VirtualScreen, tmp_path: Path) -> Iterator[Painter]:
+    painter = Painter(virtual_screen.display, tmp_path / "screen.json")
     try:
-        yield info
+        yield painter
     finally:
-        painter.terminate()
-        painter.wait(10)
+        painter.stop()
 
 
 def config(tmp_path: Path, *paths: str | Path, extra: str = "") -> Path:
@@ -36,20 +48,21 @@ def config(tmp_path: Path, *paths: str | Path, extra: str = "") -> Path:
     return conf
 
 
-def test_two_files_from_one_encode_hold_the_same_frames(virtual_screen: VirtualScreen, painted: Path,
+def test_two_files_from_one_encode_hold_the_same_frames(virtual_screen: VirtualScreen, painted: Painter,
                                                         tmp_path: Path) -> None:  # fmt: skip
     a, b, stats_path = tmp_path / "a.mkv", tmp_path / "b.mp4", tmp_path / "s.json"
     conf = config(tmp_path, a, b)
     done = run_framepipe("record", "--config", str(conf), "--duration", "5", "--no-audio", "--quiet",
                          "--stats-json", str(stats_path), display=virtual_screen.display)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    info = load_info(painted)
-    reports = [judge.judge(judge.read_codes(f, info["code_rect"]), 1 / 60) for f in (a, b)]
-    assert reports[0].frames_written == reports[1].frames_written == 300, [r.summary() for r in reports]
-    assert all(r.lost == 0 for r in reports), [r.summary() for r in reports]
-    assert (reports[0].first_state, reports[0].last_state) == (reports[1].first_state, reports[1].last_state)
-    assert decodes_cleanly(a) == "" and decodes_cleanly(b) == ""
+    screen = painted.stop()
+    info = load_info(screen)
     stats = json.loads(stats_path.read_text())
+    frames = [judge.read_codes(f, info["code_rect"]) for f in (a, b)]
+    reports = [assert_recorder_lost_nothing(f, screen, stats) for f in frames]
+    assert reports[0].frames_written == reports[1].frames_written == 300, [r.summary() for r in reports]
+    assert [f.state for f in frames[0]] == [f.state for f in frames[1]]  # the same pictures, frame for frame
+    assert decodes_cleanly(a) == "" and decodes_cleanly(b) == ""
     assert [o["frames"] for o in stats["outputs"]] == [300, 300], stats["outputs"]
     assert stats["frames"]["encoded"] + stats["frames"]["repeats"] == 300  # one encode fed both files
     assert f"wrote {a}: 300 frames" in done.stderr and f"wrote {b}: 300 frames" in done.stderr
@@ -81,7 +94,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_failing_output_leaves_the_others_whole(virtual_screen: VirtualScreen, painted: Path, small_disk: Path,
+def test_a_failing_output_leaves_the_others_whole(virtual_screen: VirtualScreen, painted: Painter, small_disk: Path,
                                                   tmp_path: Path) -> None:  # fmt: skip
     small, good, stats_path = small_disk / "small.mkv", tmp_path / "good.mkv", tmp_path / "s.json"
     conf = config(tmp_path, small, good, extra="[encode]\ncrf = 0\n")  # lossless: the 2 MiB fill in a second or two
@@ -89,13 +102,14 @@ def test_a_failing_output_leaves_the_others_whole(virtual_screen: VirtualScreen,
                          "--stats-json", str(stats_path), display=virtual_screen.display)  # fmt: skip
     assert done.returncode == 1, done.stderr  # something failed: said, and the exit status says so
     assert f"file {small} failed (the disk is full" in done.stderr and "Traceback" not in done.stderr
-    info = load_info(painted)
-    whole = judge.judge(judge.read_codes(good, info["code_rect"]), 1 / 60)
-    assert whole.frames_written == 360 and whole.lost == 0, whole.summary()
+    screen = painted.stop()
+    info = load_info(screen)
+    stats = json.loads(stats_path.read_text())
+    whole = assert_recorder_lost_nothing(judge.read_codes(good, info["code_rect"]), screen, stats)
+    assert whole.frames_written == 360, whole.summary()
     assert decodes_cleanly(good) == ""
     cut = judge.judge(judge.read_codes(small, info["code_rect"]), 1 / 60)
     assert 0 < cut.frames_written < 360  # what it held before the disk filled is playable
-    stats = json.loads(stats_path.read_text())
     small_stats, good_stats = stats["outputs"]
     assert small_stats["state"] == "failed" and small_stats["dropped"]["failed"] > 0
     assert good_stats["frames"] == 360 and good_stats["dropped"] == {"behind": 0, "failed": 0}
@@ -104,14 +118,19 @@ def test_a_failing_output_leaves_the_others_whole(virtual_screen: VirtualScreen,
 @pytest.mark.parametrize(
     ("tables", "needle"),
     [
-        ('[[output]]\nkind = "disk"\npath = "a.mkv"\n', "output[1].kind = 'disk' is not allowed; choose one of: file"),
+        ('[[output]]\nkind = "disk"\npath = "a.mkv"\n', "output[1].kind = 'disk' is not allowed"),
         ('[[output]]\nkind = "file"\n', 'output[1] (a file) needs a path: add path = "recording.mkv"'),
         ('[[output]]\npath = "a.mkv"\n[[output]]\npath = "./a.mkv"\n', "output[1] and output[2] both write ./a.mkv"),
-        ('[[output]]\npath = "a.mkv"\ncolour = "red"\n', "unknown key output[1].colour; allowed keys: kind, path"),
+        ('[[output]]\npath = "a.mkv"\ncolour = "red"\n', "unknown key output[1].colour; allowed keys: kind, max_mb,"),
         ('[output]\npath = "a.mkv"\n', "[[output]] must be tables: write each output as [[output]]"),
-        ('[[output]]\nkind = "stream"\npath = "a.mkv"\n', "output[1].kind = 'stream' is not available"),
+        ('[[output]]\nkind = "stream"\nurl = "srt://h:1/x"\n', "this build of PyAV has no SRT"),
+        ('[[output]]\nkind = "stream"\nurl = "http://h/x"\n', "cannot stream to http://; use rtmp:// or rtmps://"),
+        ('[[output]]\nkind = "stream"\nurl = "rtmp://:80"\n', "is malformed: give rtmp://HOST[:PORT]/APP/KEY"),
+        ('[[output]]\nkind = "replay"\nseconds = 0\n', "a replay buffer keeps more than 0 seconds"),
+        ('[[output]]\nkind = "replay"\n[[output]]\nkind = "replay"\n', "are both replay buffers: keep one"),
         ('[[output]]\npath = "a.avi"\n', "cannot write .avi: name the output .mkv, .mp4 or .mov"),
         ("[screen]\nfps = 60\n", "no output: give an output file"),
+        ('[[output]]\nkind = "disk"\n', "choose one of: file, stream, replay"),
     ],
 )
 def test_bad_output_tables(virtual_screen: VirtualScreen, tmp_path: Path, tables: str, needle: str) -> None:

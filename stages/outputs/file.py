@@ -17,6 +17,7 @@ import av
 from pipeline.clock import now_ns
 from stages.outputs.formats import container_for
 from stages.outputs.output import Coded, Output
+from stages.outputs.paths import create_new, open_reserved
 
 LOW_SPACE_BYTES = 1 << 30  # warn when the output's disk has less than this left ...
 LOW_SPACE_SECONDS = 120  # ... or less than this many seconds at the current rate
@@ -66,14 +67,17 @@ class FileOutput(Output):
     def __init__(self, settings: dict[str, Any], warn: Any) -> None:
         super().__init__(settings, warn)
         self.path: str = settings["path"]
+        self.ident = tuple(settings["reserved"]) if settings.get("reserved") else None
         self.container: Any = None
+        self.file: Any = None
 
     def describe(self) -> str:
         return f"file {self.path}"
 
     def open(self, tracks: list[Any]) -> None:
         fmt, options = container_for(self.path)
-        self.container = av.open(self.path, mode="w", format=fmt, options=options)
+        self.file = open_reserved(self.path, self.ident) if self.ident else create_new(self.path)  # type: ignore[arg-type]
+        self.container = av.open(self.file, mode="w", format=fmt, options=options)  # a file object: no protocols
         self.streams = []
         for template in tracks:
             stream = self.container.add_stream_from_template(template)
@@ -94,8 +98,13 @@ class FileOutput(Output):
 
     def close(self) -> None:
         container, self.container = self.container, None
-        if container is not None:
-            container.close()
+        file, self.file = self.file, None
+        try:
+            if container is not None:
+                container.close()
+        finally:
+            if file is not None:
+                file.close()
 
     def details(self) -> dict[str, Any]:
         return {"path": self.path}

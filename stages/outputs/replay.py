@@ -11,7 +11,6 @@ shifted by the same time so the file starts at 0 and sound stays with the pictur
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ import av
 from stages.outputs.file import muxed
 from stages.outputs.formats import container_for
 from stages.outputs.output import Coded, Output
+from stages.outputs.paths import create_new
 
 PACKET_OVERHEAD = 200  # bytes of Python objects per packet held, beside its data (counted in the cap)
 
@@ -154,9 +154,8 @@ def from_keyframe(packets: list[Coded], seconds: float | None) -> tuple[float, l
 def write_file(path: Path, tracks: list[Any], packets: list[Coded], start: float) -> float:
     """A crash-safe Matroska file of ``packets``, every track shifted back by ``start`` seconds; its length."""
     fmt, options = container_for(str(path))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)  # never through a symlink
-    os.close(fd)
-    container: Any = av.open(str(path), mode="w", format=fmt, options=options)
+    file = create_new(str(path))  # never an existing file, never through a symlink
+    container: Any = av.open(file, mode="w", format=fmt, options=options)
     try:
         streams = []
         for template in tracks:
@@ -175,4 +174,5 @@ def write_file(path: Path, tracks: list[Any], packets: list[Coded], start: float
     finally:
         with contextlib.suppress(Exception):
             container.close()
+        file.close()
     return last - start

@@ -190,7 +190,9 @@ class Encoder(Stage):
             "bytes": 0, "seq_mismatch": 0, "paused_frames": 0,
         }  # fmt: skip
         self.audio: AudioEncoder | None = None  # added in start(), once the audio stage named its tracks
-        self.outputs = [make_output(o, self.ctx.warn) for o in extra["outputs"]]
+        reserved = extra.get("reserved", {})  # the files the supervisor created for us (stages.outputs.paths)
+        self.outputs = [make_output({**o, "reserved": reserved.get(o.get("path"))}, self.ctx.warn)
+                        for o in extra["outputs"]]  # fmt: skip
         info.update({"encoder": config.encoder, "size": list(self.size),
                      "outputs": [o.describe() for o in self.outputs]})  # fmt: skip
         return info
