@@ -53,7 +53,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         env = dict(os.environ, DISPLAY=screen.display, XDG_RUNTIME_DIR=str(folder))
         os.environ["XDG_RUNTIME_DIR"] = str(folder)
         cmd = [sys.executable, "-m", "framepipe", "record", str(main), "--no-audio", "--no-profile", "--quiet",
-               "--replay", str(args.seconds), "--duration", str(args.duration), "--stats-json", str(stats_path)]
+               "--replay", str(args.seconds), "--duration", str(args.duration), "--stats-json", str(stats_path),
+               *(["--bitrate", str(args.bitrate)] if args.bitrate else [])]
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         started = time.monotonic()
         next_save = args.save_every
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 replay = next(o for o in status["output_details"] if o["kind"] == "replay")
                 enc = encoder_pid(proc.pid)
                 samples.append({"t_s": round(elapsed, 1), "held_mb": replay.get("held_mb", 0.0),
+                                "held_data_mb": replay.get("held_data_mb", 0.0),
                                 "held_s": replay.get("held_s", 0.0),
                                 "encode_private_mb": round(private_rss_mb(enc), 1) if enc else 0.0})  # fmt: skip
                 if elapsed >= next_save and elapsed < args.duration - 5:
@@ -92,6 +94,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
     bound = 1.2 * bitrate_mb_s * args.seconds + bitrate_mb_s * gop_s
     full = [s for s in samples if s["t_s"] >= args.seconds + 2 * gop_s] or samples
     peak = max(s["held_mb"] for s in full)
+    peak_data = max(s["held_data_mb"] for s in full)
     first, last = full[0], full[-1]
     answers = [s["answer_s"] for s in result["saves"] if s["rc"] == 0]
     median = statistics.median(answers) if answers else float("nan")
@@ -106,7 +109,9 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
         "|---|---|",
         f"| bitrate written (every track) | {bitrate_mb_s * 8:.2f} Mb/s ({bitrate_mb_s:.3f} MB/s) |",
         f"| bound: 1.2 x bitrate x {args.seconds:g} s + one keyframe interval | {bound:.2f} MB |",
-        f"| replay held, peak once full | {peak:.2f} MB ({peak / bound:.2f} of the bound) |",
+        f"| replay held, peak once full: packets and their bookkeeping | {peak:.2f} MB ({peak / bound:.2f} of the "
+        f"bound) |",
+        f"| ... of which packet data | {peak_data:.2f} MB ({peak_data / bound:.2f} of the bound) |",
         f"| replay held, first / last sample once full | {first['held_mb']:.2f} / {last['held_mb']:.2f} MB, "
         f"{first['held_s']:.1f} / {last['held_s']:.1f} s |",
         f"| fp-encode private memory, first / last sample once full | {first['encode_private_mb']:.1f} / "
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples (default 10)")
     parser.add_argument("--save-every", type=float, default=120.0, help="seconds between saves (default 120)")
     parser.add_argument("--heavy", action="store_true", help="add a large noisy moving area (a real bitrate)")
+    parser.add_argument("--bitrate", type=int, help="cap the video bitrate (kb/s), as a stream would")
     parser.add_argument("--md", type=Path, default=Path("benchmarks/REPLAY.md"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

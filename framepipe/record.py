@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -60,9 +61,18 @@ def check_writable(path: str, overwrite: bool) -> None:
         raise SetupError(
             f"cannot write in folder {folder} ({exc.strerror}): choose an output path you may write to"
         ) from None
-    if target.is_dir():
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a name too long, a folder we may not look in
+        raise SetupError(f"cannot write {str(path)[:60]} ({exc.strerror}): choose another output name") from None
+    if stat.S_ISDIR(info.st_mode):
         raise SetupError(f"{path} is a folder: give a file name such as {target / 'recording.mkv'}")
-    if target.exists() and not overwrite:
+    if stat.S_ISLNK(info.st_mode) and not overwrite:
+        raise SetupError(f"{path} is a symlink: framepipe never writes through one; remove it, pass --overwrite "
+                         "to replace the link itself, or choose another name")  # fmt: skip
+    if not overwrite:
         raise SetupError(f"{path} exists: pass --overwrite to replace it, or choose another name")
 
 

@@ -137,28 +137,39 @@ SECTIONS: dict[str, type] = {
 _KIND_NAMES = {float: "a number", int: "a whole number", str: "a string", bool: "true or false"}
 
 
+def shown(value: Any, limit: int = 40) -> str:
+    """A value as people read it in an error, cut short (a 5000-digit number stays one short line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of thousands of digits
+        return "a number too long to show"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check(section: str, name: str, value: Any, kind: Any, rules: dict[str, Any]) -> Any:
     """Coerce and check one value; raise ConfigError naming ``section.name``."""
     key = f"{section}.{name}"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value} is not a number we can use: give a finite value")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        value = float(value) if abs(value) < 10**300 else math.inf
     if kind == tuple[int, ...]:
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
-            raise ConfigError(f"{key} must be a list of whole numbers, not {value!r}")
+            raise ConfigError(f"{key} must be a list of whole numbers, not {shown(value)}")
         value = tuple(value)
         if any(v < 0 for v in value):
             raise ConfigError(f"{key} must not hold negative numbers: {list(value)}")
     elif kind in (tuple[str, ...], tuple[float, ...]):
         value = _check_list(key, value, kind.__args__[0])
     elif not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        raise ConfigError(f"{key} must be {_KIND_NAMES.get(kind, kind.__name__)}, not {value!r}")
+        raise ConfigError(f"{key} must be {_KIND_NAMES.get(kind, kind.__name__)}, not {shown(value)}")
     if "choices" in rules and value not in rules["choices"]:
-        raise ConfigError(f"{key} = {value!r} is not allowed; choose one of: {', '.join(rules['choices'])}")
+        raise ConfigError(f"{key} = {shown(value)} is not allowed; choose one of: {', '.join(rules['choices'])}")
     lo, hi = rules.get("lo"), rules.get("hi")
     if lo is not None and (value < lo or value > hi):
-        raise ConfigError(f"{key} = {value!r} is out of range; allowed: {lo} to {hi}")
+        raise ConfigError(f"{key} = {shown(value)} is out of range; allowed: {lo} to {hi}")
     return value
 
 
@@ -172,7 +183,7 @@ def _check_list(key: str, value: Any, item: type) -> tuple[Any, ...]:
 
     if not isinstance(value, (list, tuple)) or not all(ok(v) for v in value):
         what = "strings" if item is str else "numbers"
-        raise ConfigError(f"{key} must be a list of {what}, not {value!r}")
+        raise ConfigError(f"{key} must be a list of {what}, not {shown(value)}")
     return tuple(value) if item is str else tuple(float(v) for v in value)
 
 
@@ -313,6 +324,8 @@ def load(
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        except ValueError:  # tomllib reading an integer of thousands of digits
+            raise ConfigError(f"config file {path} holds a number too long to read: give a sensible value") from None
     outputs = build_outputs(data.pop("output", []))
     for name in data:
         if name not in SECTIONS:
@@ -322,6 +335,10 @@ def load(
     for name, values in (base or {}).items():
         if isinstance(merged.get(name), dict):
             merged[name] = {**values, **merged[name]}
+    for name in SECTIONS:
+        if not isinstance(merged[name], dict):
+            raise ConfigError(f"[{name}] in {path} must be a table of settings ([{name}] with key = value lines "
+                              f"under it), not {shown(merged[name])}")  # fmt: skip
     for name, values in (overrides or {}).items():
         merged[name].update({k: v for k, v in values.items() if v is not None})
     return PipelineConfig(**{name: build_section(name, merged[name]) for name in SECTIONS}, outputs=outputs)

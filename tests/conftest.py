@@ -54,14 +54,16 @@ def framepipe_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "framepipe", *args]
 
 
-def run_framepipe(*args: str, display: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_framepipe(*args: str, display: str | None = None, timeout: float = 120,
+                  cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """Run the framepipe command to its end, output captured."""
     env = dict(os.environ)
     if display is None:
         env.pop("DISPLAY", None)
     else:
         env["DISPLAY"] = display
-    return subprocess.run(framepipe_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(framepipe_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False,
+                          cwd=cwd)  # fmt: skip
 
 
 @dataclass

@@ -89,3 +89,54 @@ def test_no_display(tmp_path: Path) -> None:
 
 def test_devices_without_display() -> None:
     assert_one_line_error(run_framepipe("devices", display=None), "cannot open the display")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("screen = 5\n", "[screen] in "),
+        ('encode = "fast"\n', "[encode] in "),
+        ("[[screen]]\n", "must be a table of settings"),
+        ("[screen]\nfps = nan\n", "screen.fps = nan is not a number we can use"),
+        ("[screen]\nring_seconds = inf\n", "screen.ring_seconds = inf is not a number we can use"),
+        ("[encode]\ngop_seconds = nan\n", "encode.gop_seconds = nan is not a number we can use"),
+        ("[screen]\nfps = 1" + "0" * 5000 + "\n", "holds a number too long to read"),
+        ("[screen]\nfps = 1" + "0" * 400 + "\n", "screen.fps = inf is out of range; allowed: 1 to 240"),
+        ("[encode]\ngop_seconds = 0.05\n", "encode.gop_seconds = 0.05 is too short"),
+    ],
+)
+def test_bad_config_shapes_are_one_line(virtual_screen: VirtualScreen, tmp_path: Path, text: str, needle: str) -> None:
+    conf = tmp_path / "p.toml"
+    conf.write_text(text)
+    result = run_framepipe("record", str(tmp_path / "o.mkv"), "--config", str(conf), "--duration", "1",
+                           display=virtual_screen.display)  # fmt: skip
+    assert_one_line_error(result, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.toml"]
+
+
+def test_output_paths_are_never_followed_or_shared(virtual_screen: VirtualScreen, tmp_path: Path) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    link = tmp_path / "link.mkv"
+    link.symlink_to(target)
+    refused = run_framepipe("record", str(link), "--duration", "1", "--no-audio", display=virtual_screen.display)
+    assert_one_line_error(refused, "is a symlink: framepipe never writes through one")
+    dangling = tmp_path / "dangling.mkv"
+    dangling.symlink_to(tmp_path / "nowhere.mkv")
+    assert_one_line_error(run_framepipe("record", str(dangling), "--duration", "1", "--no-audio",
+                                        display=virtual_screen.display), "is a symlink")  # fmt: skip
+    assert not (tmp_path / "nowhere.mkv").exists()
+    replaced = run_framepipe("record", str(link), "--duration", "1", "--no-audio", "--overwrite", "--quiet",
+                             display=virtual_screen.display)  # fmt: skip
+    assert replaced.returncode == 0, replaced.stderr
+    assert target.read_text() == "precious" and not link.is_symlink() and link.stat().st_size > 0  # the link went
+    long_name = run_framepipe("record", str(tmp_path / ("a" * 300 + ".mkv")), "--duration", "1",
+                              display=virtual_screen.display)  # fmt: skip
+    assert_one_line_error(long_name, "File name too long")
+
+
+def test_a_name_ffmpeg_would_read_as_a_protocol_is_a_plain_file(virtual_screen: VirtualScreen, tmp_path: Path) -> None:
+    done = run_framepipe("record", "rec:1.mkv", "--duration", "1", "--no-audio", "--quiet",
+                         display=virtual_screen.display, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "rec:1.mkv").stat().st_size > 0

@@ -29,7 +29,7 @@ class OutputState(StrEnum):
     CLOSED = "closed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Coded:
     """One encoded packet, as every output gets it (its own copy of the bytes, so muxers never share one)."""
 

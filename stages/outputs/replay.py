@@ -26,7 +26,7 @@ from stages.outputs.formats import container_for
 from stages.outputs.output import Coded, Output
 from stages.outputs.paths import create_new
 
-PACKET_OVERHEAD = 200  # bytes of Python objects per packet held, beside its data (counted in the cap)
+PACKET_OVERHEAD = 200  # bytes of Python objects per packet held beside its data (measured: 193), counted in the cap
 
 
 def seconds_of(packet: Coded) -> float:
@@ -135,7 +135,9 @@ class ReplayOutput(Output):
         with self.lock:
             video = [p for p in self.held if p.video]
             span = seconds_of(video[-1]) - seconds_of(video[0]) if len(video) > 1 else 0.0
-            return {"held_mb": round(self.held_bytes / 1e6, 3), "held_s": round(span, 3),
+            data = self.held_bytes - PACKET_OVERHEAD * len(self.held)
+            return {"held_mb": round(self.held_bytes / 1e6, 3), "held_data_mb": round(data / 1e6, 3),
+                    "held_s": round(span, 3),
                     "cap_mb": self.max_bytes / 1e6, "seconds": self.seconds, "capped": self.capped,
                     "folder": str(self.folder)}  # fmt: skip
 
