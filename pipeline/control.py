@@ -25,6 +25,7 @@ from typing import Any
 import msgpack
 
 from pipeline.errors import FramepipeError
+from pipeline.shm import pid_alive
 
 VERBS = ("status", "pause", "resume", "toggle-pause", "stop", "save-replay", "marker")
 LENGTH = struct.Struct(">I")
@@ -101,16 +102,6 @@ def socket_path(pid: int) -> Path:
     return socket_dir() / f"{pid}.sock"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running() -> list[int]:
     """Process ids of this user's recordings that listen now (stale sockets of dead ones are removed)."""
     folder = socket_dir()
@@ -120,7 +111,7 @@ def running() -> list[int]:
             pid = int(path.stem)
         except ValueError:
             continue
-        if _alive(pid):
+        if pid_alive(pid):
             pids.append(pid)
         else:
             with contextlib.suppress(OSError):

@@ -29,6 +29,8 @@ def own_config_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
 
 # --- recording helpers (the core pipeline's integration tests) ---------------------------
 
+import contextlib  # noqa: E402
+import ctypes.util  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -39,7 +41,9 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from framepipe.proof import judge  # noqa: E402
+from framepipe.proof.pulse import PulseServer, have_pulseaudio  # noqa: E402
 from framepipe.proof.testscreen import load_info, start_testscreen  # noqa: E402
+from framepipe.proof.tone import start_tone  # noqa: E402
 
 SHM = Path("/dev/shm")
 
@@ -128,3 +132,51 @@ def assert_recorder_lost_nothing(frames: list[judge.Frame], screen_info: Path, s
     blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter)
     assert blame.recorder_lost <= report.swaps and report.lost <= blame.screen_late, (blame, report.summary())
     return report
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A small tmpfs, 6 MiB unless the test's module sets SMALL_DISK (needs root, as CI and the dev machines are)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    size = getattr(request.module, "SMALL_DISK", "6m")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private XDG_RUNTIME_DIR: only this test's recordings listen there."""
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
+    return folder
+
+
+NEEDS_SOUND = pytest.mark.skipif(
+    not have_pulseaudio() or shutil.which("ffmpeg") is None or ctypes.util.find_library("portaudio") is None,
+    reason="needs pulseaudio, ffmpeg and libportaudio2",
+)
+
+
+@contextlib.contextmanager
+def screen_with_sound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A 1920x1080 Xvfb with the numbered test screen (info in tmp_path/screen.json) and a PulseAudio whose
+    null sink fp_out plays a 1 kHz burst every second of the same clock (tmp_path/tone.json); the display.
+    The test screen and the tone are stopped on the way out (their stats files are written then)."""
+    with VirtualScreen(1920, 1080) as screen, PulseServer(("fp_out",)) as pulse:
+        monkeypatch.setenv("PULSE_SERVER", pulse.server)
+        monkeypatch.delenv("PULSE_SOURCE", raising=False)
+        tone = start_tone("fp_out", info_path=tmp_path / "tone.json", freq=1000, env=pulse.env())
+        painter = start_testscreen(screen.display, 60, info_path=tmp_path / "screen.json")
+        try:
+            yield screen.display
+        finally:
+            for helper in (painter, tone):
+                helper.terminate()
+                helper.wait(10)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import itertools
 import json
 import os
@@ -18,27 +17,16 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import assert_recorder_lost_nothing, decodes_cleanly, framepipe_cmd
+from conftest import NEEDS_SOUND, assert_recorder_lost_nothing, decodes_cleanly, framepipe_cmd, screen_with_sound
 
 from framepipe.proof import avsync, judge
-from framepipe.proof.pulse import PulseServer, have_pulseaudio
 from framepipe.proof.testscreen import load_info, start_testscreen
 from framepipe.proof.tone import load_info as load_tone
-from framepipe.proof.tone import start_tone
 from framepipe.proof.xvfb import VirtualScreen
 from pipeline import control
 
 FPS = 60
 FRAME_S = 1 / FPS
-
-
-@pytest.fixture
-def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private XDG_RUNTIME_DIR: this test's recordings only."""
-    folder = tmp_path / "run"
-    folder.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
-    return folder
 
 
 def ctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -82,30 +70,19 @@ def jumps(frames: list[judge.Frame]) -> list[tuple[judge.Frame, judge.Frame]]:
     return [(a[-1], b[0]) for a, b in itertools.pairwise(parts)]
 
 
-@pytest.mark.skipif(not have_pulseaudio() or shutil.which("ffmpeg") is None
-                    or ctypes.util.find_library("portaudio") is None,
-                    reason="needs pulseaudio, ffmpeg and libportaudio2")  # fmt: skip
+@NEEDS_SOUND
 def test_pause_and_resume_from_ctl_keep_every_frame_and_the_sound_in_sync(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out, stats_path = tmp_path / "out.mkv", tmp_path / "out.json"
-    with VirtualScreen(1920, 1080) as screen, PulseServer(("fp_out",)) as pulse:
-        monkeypatch.setenv("PULSE_SERVER", pulse.server)
-        monkeypatch.delenv("PULSE_SOURCE", raising=False)
-        tone = start_tone("fp_out", info_path=tmp_path / "tone.json", freq=1000, env=pulse.env())
-        painter = start_testscreen(screen.display, FPS, info_path=tmp_path / "screen.json")
-        try:
-            proc = start_recording(out, "--audio", "system", "--stats-json", str(stats_path), display=screen.display)
-            wait_state(proc.pid, "recording")
-            steps = []
-            for wait_s, verb in ((6, "pause"), (3, "resume"), (4, "pause"), (2, "resume"), (4, "stop")):
-                time.sleep(wait_s)
-                steps.append(ctl(verb, "--pid", str(proc.pid)))
-            _, err = proc.communicate(timeout=60)
-        finally:
-            for helper in (painter, tone):
-                helper.terminate()
-                helper.wait(10)
+    with screen_with_sound(tmp_path, monkeypatch) as display:
+        proc = start_recording(out, "--audio", "system", "--stats-json", str(stats_path), display=display)
+        wait_state(proc.pid, "recording")
+        steps = []
+        for wait_s, verb in ((6, "pause"), (3, "resume"), (4, "pause"), (2, "resume"), (4, "stop")):
+            time.sleep(wait_s)
+            steps.append(ctl(verb, "--pid", str(proc.pid)))
+        _, err = proc.communicate(timeout=60)
     for done in steps:
         assert done.returncode == 0, done.stderr
     assert steps[-1].stdout.strip() == str(out)  # stop answers once the file is closed, with its path

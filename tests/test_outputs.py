@@ -41,6 +41,9 @@ def painted(virtual_screen: VirtualScreen, tmp_path: Path) -> Iterator[Painter]:
         painter.stop()
 
 
+SMALL_DISK = "2m"  # the lossless test screen fills it in a second or two
+
+
 def config(tmp_path: Path, *paths: str | Path, extra: str = "") -> Path:
     conf = tmp_path / "outputs.toml"
     tables = "".join(f'[[output]]\nkind = "file"\npath = "{p}"\n' for p in paths)
@@ -79,19 +82,6 @@ def test_dry_run_prints_the_graph_and_writes_nothing(virtual_screen: VirtualScre
     assert not (tmp_path / "a.mkv").exists() and not (tmp_path / "b.mp4").exists()
     same = run_framepipe("plan", str(conf), display=virtual_screen.display)
     assert same.returncode == 0 and "ring" in same.stdout and "audio" in same.stdout  # the config's audio: default
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_failing_output_leaves_the_others_whole(virtual_screen: VirtualScreen, painted: Painter, small_disk: Path,

@@ -3,10 +3,8 @@ files judged from what they hold (frames, keyframe, A/V), the main file too."""
 
 from __future__ import annotations
 
-import ctypes.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -14,15 +12,20 @@ from pathlib import Path
 
 import av
 import pytest
-from conftest import assert_recorder_lost_nothing, decodes_cleanly, framepipe_cmd, run_framepipe
+from conftest import (
+    NEEDS_SOUND,
+    assert_recorder_lost_nothing,
+    decodes_cleanly,
+    framepipe_cmd,
+    run_framepipe,
+    screen_with_sound,
+)
 from test_bad_input import assert_one_line_error
 from test_control import ctl, start_recording, wait_state
 
 from framepipe.proof import avsync, judge
-from framepipe.proof.pulse import PulseServer, have_pulseaudio
-from framepipe.proof.testscreen import load_info, start_testscreen
+from framepipe.proof.testscreen import load_info
 from framepipe.proof.tone import load_info as load_tone
-from framepipe.proof.tone import start_tone
 from framepipe.proof.xvfb import VirtualScreen
 
 FPS = 60
@@ -34,37 +37,18 @@ def first_is_keyframe(path: Path) -> bool:
         return bool(packet.is_keyframe) and packet.pts == 0
 
 
-@pytest.fixture
-def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "run"
-    folder.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
-    return folder
-
-
-@pytest.mark.skipif(not have_pulseaudio() or shutil.which("ffmpeg") is None
-                    or ctypes.util.find_library("portaudio") is None,
-                    reason="needs pulseaudio, ffmpeg and libportaudio2")  # fmt: skip
+@NEEDS_SOUND
 def test_save_replay_holds_the_last_seconds_in_sync(runtime_dir: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     main = tmp_path / "main.mkv"
-    with VirtualScreen(1920, 1080) as screen, PulseServer(("fp_out",)) as pulse:
-        monkeypatch.setenv("PULSE_SERVER", pulse.server)
-        monkeypatch.delenv("PULSE_SOURCE", raising=False)
-        tone = start_tone("fp_out", info_path=tmp_path / "tone.json", freq=1000, env=pulse.env())
-        painter = start_testscreen(screen.display, FPS, info_path=tmp_path / "screen.json")
-        try:
-            proc = start_recording(main, "--audio", "system", "--replay", "15", "--duration", "32",
-                                   "--stats-json", str(tmp_path / "s.json"), display=screen.display)  # fmt: skip
-            wait_state(proc.pid, "recording")
-            time.sleep(24)
-            asked_ns = time.monotonic_ns()
-            saved = ctl("save-replay", "--pid", str(proc.pid))
-            _, err = proc.communicate(timeout=60)
-        finally:
-            for helper in (painter, tone):
-                helper.terminate()
-                helper.wait(10)
+    with screen_with_sound(tmp_path, monkeypatch) as display:
+        proc = start_recording(main, "--audio", "system", "--replay", "15", "--duration", "32",
+                               "--stats-json", str(tmp_path / "s.json"), display=display)  # fmt: skip
+        wait_state(proc.pid, "recording")
+        time.sleep(24)
+        asked_ns = time.monotonic_ns()
+        saved = ctl("save-replay", "--pid", str(proc.pid))
+        _, err = proc.communicate(timeout=60)
     assert saved.returncode == 0, saved.stderr
     replay = Path(saved.stdout.strip())
     assert replay.parent == tmp_path and replay.name.startswith("Replay ") and replay.suffix == ".mkv"

@@ -20,20 +20,6 @@ from framepipe.proof.xvfb import VirtualScreen
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 6 MiB tmpfs (needs root, as CI and the dev machines are)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-@pytest.fixture
 def heavy_screen(virtual_screen: VirtualScreen, tmp_path: Path) -> Iterator[str]:
     painter = start_testscreen(virtual_screen.display, 60, heavy=True, info_path=tmp_path / "heavy.json")
     try:

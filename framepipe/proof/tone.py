@@ -51,7 +51,7 @@ START_TIMEOUT_S = 10.0
 FIT_WINDOW_S = 20.0  # the player's line is fitted over this many seconds of samples ...
 OFFSET_WINDOW_S = 2.0  # ... its offset is the median over the last this many (a stray callback does not move it)
 FIT_MIN_POINTS = 5
-BRIDGE_NS = 2 * NS_PER_S
+BRIDGE_CALLBACKS = 100  # about 2 s of the player's callbacks
 
 
 class ToneError(FramepipeError, RuntimeError):
@@ -68,19 +68,15 @@ def burst(freq: float, burst_ms: float, rate: int = RATE) -> np.ndarray:
 
 
 class Bridge:
-    """PortAudio's callback times on the pipeline clock: the least callback delay over the last BRIDGE_NS."""
+    """PortAudio's callback times on the pipeline clock: its stamp plus the least delay from stamp to our
+    callback among the last BRIDGE_CALLBACKS (the least delayed callback shows the clocks' offset)."""
 
     def __init__(self) -> None:
-        self._window: deque[tuple[int, int]] = deque()  # (arrival, delay), delays increasing
+        self.delays: deque[int] = deque(maxlen=BRIDGE_CALLBACKS)
 
     def to_clock(self, arrival_ns: int, stamp_ns: int) -> int:
-        delay = arrival_ns - stamp_ns
-        while self._window and self._window[-1][1] >= delay:
-            self._window.pop()
-        self._window.append((arrival_ns, delay))
-        while arrival_ns - self._window[0][0] > BRIDGE_NS:
-            self._window.popleft()
-        return stamp_ns + self._window[0][1]
+        self.delays.append(arrival_ns - stamp_ns)
+        return stamp_ns + min(self.delays)
 
 
 class PlayClock:
