@@ -100,7 +100,8 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
     median = statistics.median(answers) if answers else float("nan")
     lines = [
         f"Command: `python benchmarks/replay.py --seconds {args.seconds:g} --duration {args.duration:g}"
-        f"{' --heavy' if args.heavy else ''}` ({time.strftime('%Y-%m-%d %H:%M')})",
+        f"{' --heavy' if args.heavy else ''}{f' --bitrate {args.bitrate}' if args.bitrate else ''}` "
+        f"({time.strftime('%Y-%m-%d %H:%M')})",
         "",
         f"Machine: {machine().get('cpu')}, {os.cpu_count()} cores. Recorder exit status {result['returncode']}; "
         f"main file {main['frames']} frames, dropped {stats['frames']['dropped']}.",
