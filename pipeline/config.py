@@ -337,8 +337,8 @@ def load(
             merged[name] = {**values, **merged[name]}
     for name in SECTIONS:
         if not isinstance(merged[name], dict):
-            raise ConfigError(f"[{name}] in {path} must be a table of settings ([{name}] with key = value lines "
-                              f"under it), not {shown(merged[name])}")  # fmt: skip
+            raise ConfigError(f"[{name}] must be a table of settings ([{name}] with key = value lines under it), "
+                              f"not {shown(merged[name])}")  # fmt: skip
     for name, values in (overrides or {}).items():
         merged[name].update({k: v for k, v in values.items() if v is not None})
     return PipelineConfig(**{name: build_section(name, merged[name]) for name in SECTIONS}, outputs=outputs)

@@ -94,8 +94,8 @@ def test_devices_without_display() -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("screen = 5\n", "[screen] in "),
-        ('encode = "fast"\n', "[encode] in "),
+        ("screen = 5\n", "[screen] must be a table of settings"),
+        ('encode = "fast"\n', "[encode] must be a table of settings"),
         ("[[screen]]\n", "must be a table of settings"),
         ("[screen]\nfps = nan\n", "screen.fps = nan is not a number we can use"),
         ("[screen]\nring_seconds = inf\n", "screen.ring_seconds = inf is not a number we can use"),
