@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 import tempfile
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import SetupError
 from pipeline.graph import RingSpec
 from pipeline.ring import ring_bytes
+from pipeline.stage import StageState
 from pipeline.steering import RecordingState
 from pipeline.supervisor import Outcome, Supervisor
 from stages.audio.devices import in_audio_process
@@ -116,13 +119,16 @@ def starting_line(waiting: list[str]) -> str:
 
 
 class StatusLine:
-    """One live line on the terminal: elapsed, fps, drops, ring fill (supervisor)."""
+    """One live line on the terminal (supervisor): time recorded, frames captured and written a second over
+    the last second (not since the start: that ratio lags by the encoder's latency), drops, ring fill;
+    cut to the terminal's width, so the in-place updates never wrap."""
 
     def __init__(self, fps: float, enabled: bool) -> None:
         self.fps = fps
         self.enabled = enabled
         self.last = 0
         self.shown = False
+        self.history: deque[tuple[int, int, int]] = deque(maxlen=3)  # (clock ns, captured, written), 0.5 s apart
 
     def __call__(self, sup: Supervisor) -> None:
         now = now_ns()
@@ -130,23 +136,32 @@ class StatusLine:
             return
         self.last = now
         if not sup.outcome.base_time:
-            self._show(starting_line([n for n, r in sup.outcome.stages.items() if r.state == "starting"]))
+            self._show(starting_line([n for n, r in sup.outcome.stages.items() if r.state == StageState.STARTING]))
             return
+        self._show(self.line(sup, now))
+
+    def line(self, sup: Supervisor, now: int) -> str:
         screen = sup.outcome.stages["screen"].stats
-        elapsed = max(0.0, (now - sup.outcome.base_time) / NS_PER_S)
-        fps = screen.get("captured", 0) / elapsed if elapsed > 0.5 else 0.0
+        written = sup.outcome.stages["encode"].stats.get("packets", 0) if "encode" in sup.outcome.stages else 0
+        self.history.append((now, screen.get("captured", 0), written))
+        then, captured0, written0 = self.history[0]
+        span = (now - then) / NS_PER_S
+        rate_in = (screen.get("captured", 0) - captured0) / span if span > 0.25 else 0.0
+        rate_out = (written - written0) / span if span > 0.25 else 0.0
         dropped = screen.get("dropped_ring_full", 0) + screen.get("dropped_late", 0)
         fill = screen.get("ring_fill", 0)
         slots = screen.get("ring_slots", 1) or 1
-        ring = f"ring {fill}/{slots} ({fill / slots:.0%})"
         steering = sup.steering
+        elapsed = max(0.0, (now - sup.outcome.base_time) / NS_PER_S)
         paused_s = steering.pauses.paused_ns(now - sup.outcome.base_time) / NS_PER_S if steering else 0.0
         mark = "❚❚ PAUSED" if steering is not None and steering.state is RecordingState.PAUSED else "● REC"
         pause = f"  paused {paused_s:.1f} s" if paused_s else ""
-        self._show(f"{mark} {elapsed - paused_s:6.1f} s{pause}  {fps:5.1f} fps  dropped {dropped}  {ring}")
+        return (f"{mark} {elapsed - paused_s:6.1f} s{pause}  {rate_in:3.0f} fps in, {rate_out:3.0f} written  "
+                f"dropped {dropped}  ring {fill}/{slots}")
 
     def _show(self, text: str) -> None:
-        sys.stderr.write(f"\r{text}\x1b[K")
+        width = shutil.get_terminal_size((120, 24)).columns - 1
+        sys.stderr.write(f"\r{text[:width]}\x1b[K")
         sys.stderr.flush()
         self.shown = True
 

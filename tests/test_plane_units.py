@@ -133,3 +133,25 @@ def test_the_base_loop_puts_control_first_and_ends_every_port(tmp_path: Path) ->
     assert ("a", msg.Repeat(1)) in stage.seen and ("b", msg.Hold(0, 0)) in stage.seen
     assert {("end", "a"), ("end", "b")} <= set(stage.seen) and stage.seen[-1] == ("finish", True)
     assert msg.decode(down_in.recv_bytes()) == msg.EndOfStream("t", 0)
+
+
+def test_the_live_line_shows_the_last_second_and_fits_the_terminal(capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from types import SimpleNamespace
+
+    from framepipe import record
+
+    screen = SimpleNamespace(state="running", stats={"captured": 0, "ring_fill": 1, "ring_slots": 60})
+    encode = SimpleNamespace(state="running", stats={"packets": 0})
+    sup = SimpleNamespace(outcome=SimpleNamespace(base_time=1, stages={"screen": screen, "encode": encode}),
+                          steering=None)  # fmt: skip
+    line = record.StatusLine(60, enabled=True)
+    for step in range(6):  # every 0.5 s: 30 more frames captured, the encoder 90 behind (its latency)
+        screen.stats["captured"] = 30 * step
+        encode.stats["packets"] = max(0, 30 * step - 90)
+        text = line.line(sup, 1 + step * 500_000_000)  # type: ignore[arg-type]
+    assert " 60 fps in,  60 written" in text, text  # a ratio since the start would say 24 written
+    monkeypatch.setenv("COLUMNS", "40")
+    line._show(text)
+    shown = capsys.readouterr().err
+    assert len(shown.strip("\r").split("\x1b")[0]) <= 39
