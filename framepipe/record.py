@@ -336,7 +336,9 @@ def summary(stats: dict[str, Any]) -> str:
     lines = [output_summary(o, stats) + paused + output_trouble(o) for o in stats["outputs"]]
     lines += [
         f"  dropped {f['dropped']} (ring full {f['dropped_by_reason']['ring_full']}, "
-        f"late {f['dropped_by_reason']['capture_late']}, shed {f['dropped_by_reason']['encoder_shed']}), "
+        f"late {f['dropped_by_reason']['capture_late']}, shed {f['dropped_by_reason']['encoder_shed']}"
+        + (f", lost with the encoder {f['lost_with_encoder']}" if f.get("lost_with_encoder") is not None else "")
+        + "), "
         f"repeats {f['repeats']}{behind(f)}, skips {f['skips']}, "
         f"ring peak {stats['ring']['peak_fill']}/{stats['ring']['slots']}",
         f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms; "
@@ -363,6 +365,37 @@ def output_trouble(out: dict[str, Any]) -> str:
     parts = [f"failed: {out['error']}"] if out.get("error") else []
     parts += [f"{n} packets dropped ({cause})" for cause, n in out["dropped"].items() if n and cause != "failed"]
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+def frames_in_file(path: str) -> int | None:
+    """Video packets the file holds, read back (supervisor; only after the encoder died)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return 0
+            return sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+    except (OSError, av.FFmpegError):
+        return None
+
+
+def recount(stats: dict[str, Any]) -> None:
+    """The encoder died: its last report is not what the files hold. Count the files, and say how many
+    frames were captured but went with it (the stats and the summary then tell what the file holds)."""
+    frames = stats["frames"]
+    for out in stats["outputs"]:
+        if out["kind"] == "file":
+            counted = frames_in_file(out["path"])
+            out["frames"] = counted if counted is not None else 0
+            out["counted_from_file"] = True
+    files = [o["frames"] for o in stats["outputs"] if o["kind"] == "file"]
+    if files:
+        frames["written"] = files[0]
+    lost = max(0, frames["captured"] - frames["paused"] - frames["written"] + frames["repeats"] - frames["skips"])
+    frames["lost_with_encoder"] = lost
+    frames["dropped_by_reason"]["encoder_died"] = lost
+    frames["dropped"] += lost
 
 
 def write_replacing(path: str, text: str) -> None:
@@ -419,6 +452,9 @@ def record(job: RecordJob) -> int:
         status.end()
     steering = supervisor.steering.status() if supervisor.steering is not None else None
     stats = stats_of(job, outcome, graph.info["rect"], graph.rings[0], series, steering)
+    encoder = outcome.stages.get("encode")
+    if encoder is not None and encoder.exitcode != 0:
+        recount(stats)
     if job.stats_json:
         write_replacing(job.stats_json, json.dumps(stats, indent=2) + "\n")
     print(summary(stats), file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import psutil
 import pytest
 from conftest import framepipe_cmd, framepipe_segments, run_framepipe
 
-from framepipe.proof.judge import video_span_s
+from framepipe.proof.judge import count_frames, video_span_s
 from framepipe.proof.xvfb import VirtualScreen
 
 
@@ -57,8 +58,8 @@ def decode_errors(path: Path) -> list[str]:
 @pytest.mark.parametrize("victim", ["fp-screen", "fp-timestamp", "fp-encode"])
 @pytest.mark.parametrize("ext", ["mkv", "mp4"])
 def test_kill_9_of_a_stage_keeps_the_file(virtual_screen: VirtualScreen, tmp_path: Path, victim: str, ext: str) -> None:
-    out = tmp_path / f"k.{ext}"
-    proc = start(virtual_screen.display, out, "--duration", "30")
+    out, stats_path = tmp_path / f"k.{ext}", tmp_path / "k.json"
+    proc = start(virtual_screen.display, out, "--duration", "30", "--stats-json", str(stats_path))
     pid = stage_pid(proc.pid, victim)
     wait_recording(out)
     time.sleep(5)
@@ -71,6 +72,12 @@ def test_kill_9_of_a_stage_keeps_the_file(virtual_screen: VirtualScreen, tmp_pat
     if victim != "fp-encode":
         assert decode_errors(out) == []  # the encoder lived: it closed the file properly
     assert framepipe_segments(proc.pid) == set()
+    in_file = count_frames(out)  # what the file holds, counted by ffprobe
+    stats = json.loads(stats_path.read_text())
+    assert stats["frames"]["written"] == stats["outputs"][0]["frames"] == in_file, (stats["frames"], in_file)
+    assert f"wrote {out}: {in_file} frames" in err
+    if victim == "fp-encode":  # what was captured and went with it is counted, never "dropped 0"
+        assert stats["frames"]["lost_with_encoder"] > 0 and stats["frames"]["dropped"] > 0, stats["frames"]
 
 
 def test_kill_9_of_the_supervisor_leaves_a_closed_file(virtual_screen: VirtualScreen, tmp_path: Path) -> None:
