@@ -57,6 +57,7 @@ class StageContext:
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific: ring names, outputs, fps
     rings: tuple[str, ...] = ()  # the shared-memory segments this stage maps
     supervisor_pid: int = 0  # our parent while it lives
+    ended: bool = False  # end of stream sent downstream
     _last_stats: int = 0
 
     def report(self, message: msg.Message) -> None:
@@ -77,7 +78,10 @@ class StageContext:
                 raise DownstreamGone(f"the stage after {self.name}.{port}") from exc
 
     def end_streams(self, end_ns: int = 0) -> None:
-        """End of stream on every output port (the last thing a stage sends downstream)."""
+        """End of stream on every output port (the last thing a stage sends downstream), once."""
+        if self.ended:
+            return
+        self.ended = True
         for port in self.outputs:
             with contextlib.suppress(DownstreamGone):
                 self.send(port, msg.EndOfStream(self.name, end_ns))
@@ -315,6 +319,7 @@ def run_stage(target: str, ctx: StageContext) -> None:
         if os.environ.get("FRAMEPIPE_DEBUG"):
             traceback.print_exc()
     finally:
+        ctx.end_streams()  # after a failure too: downstream finishes in order, not on a closed pipe
         final = stage.stats()
         try:
             stage.close()

@@ -165,7 +165,11 @@ class XshmGrabber:
         if not reply:
             if err:
                 self._libc.free(err)
-            raise XshmUnavailable("ShmGetImage failed (the screen changed size?)")
+            if self._xcb.xcb_connection_has_error(self._conn):
+                raise XshmUnavailable("the X server closed the connection (the display is gone): "
+                                      "the recording stops here and keeps what was captured")  # fmt: skip
+            raise XshmUnavailable("the X server refused to copy the screen: it changed size (following a resize "
+                                  "is not supported yet); the recording stops here and keeps what was captured")
         size = int(reply.contents.size)
         self._libc.free(reply)
         return size
