@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from framepipe.plan import plan
 from pipeline.clock import NS_PER_S, now_ns
@@ -30,6 +32,7 @@ from stages.audio.devices import in_audio_process
 from stages.outputs.formats import container_for, frame_rate, output_size
 from stages.outputs.paths import release, reserve
 
+REACH_TIMEOUT_S = 5.0  # a lone stream's server must answer a TCP connect within this
 SERIES_LIMIT = 2000  # ring fill samples kept in the stats (2 a second; halved when full)
 
 
@@ -180,7 +183,7 @@ def file_outputs(enc: dict[str, Any], config: PipelineConfig) -> list[dict[str, 
         dropped = {"behind": 0, "failed": 0} | {k[len("dropped_"):]: v for k, v in counts.items()
                                                  if k.startswith("dropped_")}  # fmt: skip
         rest = {k: v for k, v in counts.items() if not k.startswith("dropped_") and k not in ("kind", "path")}
-        out.append({**rest, "kind": o.kind, "path": o.path or o.url, "state": counts.get("state", "open"),
+        out.append({**rest, "kind": o.kind, "path": o.path or shown_url(o.url), "state": counts.get("state", "open"),
                     "frames": counts.get("frames", 0), "bytes": counts.get("bytes", 0), "dropped": dropped})
     return out
 
@@ -407,11 +410,34 @@ def write_replacing(path: str, text: str) -> None:
     os.replace(tmp.name, target)
 
 
+def shown_url(url: str) -> str:
+    """A stream's URL for people and the stats: the stream key (its last part) hidden."""
+    parts = urlsplit(url)
+    app, sep, _ = parts.path.rstrip("/").rpartition("/")
+    return f"{parts.scheme}://{parts.netloc}{app + '/***' if sep and app else parts.path}" if url else ""
+
+
+def check_reachable(url: str) -> None:
+    """A stream that is the only output must reach its server now: else nothing would be recorded at all."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "rtmps" else 1935)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise SetupError(f"cannot reach {shown_url(url)} ({reason}): the stream is the only output, so nothing "
+                         "would be recorded; start the server, check the URL, or add an output file") from None
+
+
 def check_outputs(job: RecordJob) -> None:
-    """Every file output can be written (nothing is created); the stats file too."""
+    """Every file output can be written (nothing is created); the stats file too; a lone stream reaches."""
     for out in job.config.outputs:
         if out.kind == "file":
             check_output(out.path, job.overwrite)
+    streams = [o for o in job.config.outputs if o.kind == "stream"]
+    if streams and len(streams) == len(job.config.outputs):
+        for out in streams:
+            check_reachable(out.url)
     if job.stats_json:
         check_writable(job.stats_json, overwrite=True)
 

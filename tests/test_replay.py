@@ -118,10 +118,22 @@ def test_replay_only_twice_and_while_paused_to_videos(runtime_dir: Path, virtual
         (("--replay", "10", "--replay-max-mb", "1"), "cannot hold one keyframe interval of video"),
         (("--replay-max-mb", "100"), "--replay-max-mb needs --replay SECONDS"),
         (("--replay", "10", "--replay-max-mb", "x"), "expected a number of megabytes above 0"),
+        (("--stream", "http://example.org/live/k"), "cannot stream to http://; use rtmp:// or rtmps://"),
+        (("--stream", "rtmp:/nohost"), "is not a URL: give rtmp://HOST[:PORT]/APP/KEY"),
+        (("--stream", "rtmp://host:99999/live/k"), "is malformed"),
+        (("--stream", "srt://127.0.0.1:9000/live"), "this build of PyAV has no SRT"),
     ],
 )
-def test_bad_replay_flags(virtual_screen: VirtualScreen, tmp_path: Path, flags: tuple[str, ...], needle: str) -> None:
+def test_bad_replay_and_stream_flags(virtual_screen: VirtualScreen, tmp_path: Path, flags: tuple[str, ...],
+                                     needle: str) -> None:  # fmt: skip
     out = tmp_path / "o.mkv"
     result = run_framepipe("record", str(out), "--duration", "1", *flags, display=virtual_screen.display)
     assert_one_line_error(result, needle)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lone_stream_that_cannot_connect_is_one_line(virtual_screen: VirtualScreen, tmp_path: Path) -> None:
+    result = run_framepipe("record", "--stream", "rtmp://127.0.0.1:9/live/secret", "--duration", "1", "--no-audio",
+                           display=virtual_screen.display, cwd=tmp_path)  # fmt: skip
+    assert_one_line_error(result, "cannot reach rtmp://127.0.0.1:9/live/*** (Connection refused)")
+    assert "secret" not in result.stderr and list(tmp_path.iterdir()) == []
