@@ -101,6 +101,10 @@ def test_pause_and_resume_from_ctl_keep_every_frame_and_the_sound_in_sync(
     assert len(sync) == 3 and sum(len(r.bursts) for r in sync) >= 10, [r.summary() for r in sync]
     for piece in sync:
         assert piece.offset_ms_max <= 17, piece.summary()
+        print(f"pause: part: {piece.summary()}")  # pytest -s shows the figures
+    for before, after in cuts:
+        print(f"pause: cut {before.state} -> {after.state}: {(after.state - before.state) / FPS:.2f} s of states, "  # type: ignore[operator]
+              f"file time {before.time:.3f} -> {after.time:.3f} s")
     assert decodes_cleanly(out) == ""
     assert stats["pauses"] == 2 and abs(stats["paused_s"] - 5.0) < 0.5, stats["paused_s"]
     assert stats["frames"]["dropped"] == 0

@@ -72,6 +72,7 @@ def test_save_replay_holds_the_last_seconds_in_sync(runtime_dir: Path, tmp_path:
     assert decodes_cleanly(replay) == ""
     sync = avsync.sync_report(frames, avsync.read_track(replay, 0), info, load_tone(tmp_path / "tone.json"))
     assert len(sync.bursts) >= 14 and sync.offset_ms_max <= 17, sync.summary()
+    print(f"replay: {replay.name}: {report.summary()}; last frame {(judge.paint_time_ns(report.last_state, info) - asked_ns) / 1e6:+.0f} ms from the save; {sync.summary()}")  # noqa: E501 (pytest -s shows it)
     held = stats["outputs"][1]
     assert held["kind"] == "replay" and held["saved"] == 1 and 15 <= held["held_s"] <= 17.5, held
 
