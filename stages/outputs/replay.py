@@ -1,11 +1,12 @@
 """The replay buffer (fp-encode): the last seconds of encoded packets in memory, saved on demand.
 
-It keeps packets, not pictures (raw 1080p60 is ~500 MB/s), of every track, and trims from the front
-by whole keyframe intervals, so it always holds at least ``seconds`` and starts on a keyframe (OBS
-and GPU Screen Recorder do the same). A memory cap (``max_mb``) trims further; when it bites, one
-warning says how many seconds it holds. ``save`` writes the newest ``seconds`` to a new file on a
-thread of its own, while recording goes on: from the keyframe at or before that point, every track
-shifted by the same time so the file starts at 0 and sound stays with the picture.
+It keeps packets, not pictures (raw 1080p60 is ~500 MB/s), of every track, one keyframe interval to a
+buffer (``Interval``), and trims from the front by whole intervals, so it always holds at least
+``seconds`` and starts on a keyframe (OBS and GPU Screen Recorder do the same). A memory cap
+(``max_mb``) trims further; when it bites, one warning says how many seconds it holds. ``save``
+writes the newest ``seconds`` to a new file on a thread of its own, while recording goes on: from the
+keyframe at or before that point, every track shifted by the same time so the file starts at 0 and
+sound stays with the picture.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,8 @@ from stages.outputs.formats import container_for
 from stages.outputs.output import Coded, Output
 from stages.outputs.paths import create_new
 
-PACKET_OVERHEAD = 200  # bytes of Python objects per packet held beside its data (measured: 193), counted in the cap
+PER_PACKET = 40  # bytes an interval holds per packet beside its data (five 64-bit fields), counted in the cap
+INTERVAL_OVERHEAD = 300  # bytes of Python objects per interval held
 
 
 def seconds_of(packet: Coded) -> float:
@@ -43,6 +46,40 @@ def new_name(folder: Path, when: float) -> Path:
     raise FileExistsError(f"too many replays saved this second in {folder}")
 
 
+class Interval:
+    """One keyframe interval: its packets' bytes in one buffer and their fields in one array, so holding a
+    packet costs its bytes and 40 more (Python objects a packet cost ~200: a fifth of a desktop's bitrate)."""
+
+    __slots__ = ("data", "meta", "start")
+    FIELDS = 5  # track, pts, dts, flags (1: keyframe, 2: video), size
+
+    def __init__(self, start: float) -> None:
+        self.start = start  # the keyframe's time, s
+        self.data = bytearray()
+        self.meta = array("q")
+
+    def add(self, packet: Coded) -> None:
+        self.data += packet.data
+        self.meta.extend((packet.track, packet.pts, packet.dts, packet.keyframe | packet.video << 1, len(packet.data)))
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + PER_PACKET * (len(self.meta) // self.FIELDS) + INTERVAL_OVERHEAD
+
+    def copy(self) -> Interval:
+        twin = Interval(self.start)
+        twin.data, twin.meta = bytearray(self.data), array("q", self.meta)
+        return twin
+
+    def packets(self, bases: dict[int, Any]) -> Iterator[Coded]:
+        offset = 0
+        for i in range(0, len(self.meta), self.FIELDS):
+            track, pts, dts, flags, size = self.meta[i : i + self.FIELDS]
+            yield Coded(track, bytes(self.data[offset : offset + size]), pts, dts, bases[track], bool(flags & 1),
+                        bool(flags & 2))  # fmt: skip
+            offset += size
+
+
 class ReplayOutput(Output):
     """Holds the last ``seconds`` of packets; ``save`` writes them out (never blocks the encoder)."""
 
@@ -53,8 +90,10 @@ class ReplayOutput(Output):
         self.seconds = float(settings["seconds"])
         self.max_bytes = int(float(settings["max_mb"]) * 1e6)
         self.folder = Path(settings.get("folder") or ".")
-        self.held: deque[Coded] = deque()
+        self.held: deque[Interval] = deque()
         self.held_bytes = 0
+        self.newest = 0.0  # time of the newest video packet held, s
+        self.bases: dict[int, Any] = {}  # each track's time base
         self.capped = False
         self.lock = threading.Lock()
         self.counts.update({"saved": 0, "trimmed": 0})
@@ -67,64 +106,64 @@ class ReplayOutput(Output):
         self.tracks = tracks  # templates for the saved files' streams; no thread: holding costs an append
 
     def put(self, packet: Coded) -> None:
-        """Hold one packet; trim whole keyframe intervals off the front (encoder thread, never blocks)."""
+        """Hold one packet; a keyframe starts a new interval, and the oldest go while the rest cover ``seconds``
+        (encoder thread, never blocks)."""
         with self.lock:
-            if not self.held and not (packet.video and packet.keyframe):
+            if packet.video and packet.keyframe:
+                self.held.append(Interval(seconds_of(packet)))
+                self.held_bytes += INTERVAL_OVERHEAD
+            elif not self.held:
                 return  # a buffer starts on a keyframe
-            self.held.append(packet)
-            self.held_bytes += len(packet.data) + PACKET_OVERHEAD
+            self.bases.setdefault(packet.track, packet.time_base)
+            self.held[-1].add(packet)
+            self.held_bytes += len(packet.data) + PER_PACKET
             self.counts["packets"] += 1
             self.counts["frames"] += packet.video
+            if packet.video:
+                self.newest = seconds_of(packet)
             if (packet.video and packet.keyframe) or self.held_bytes > self.max_bytes:
-                self._trim(seconds_of(packet) if packet.video else None)  # a new interval began, or the cap bites
+                self._trim()
 
-    def _trim(self, newest: float | None) -> None:
+    def _trim(self) -> None:
         """Drop the oldest interval while the rest still covers ``seconds`` (and always while over the cap)."""
-        while True:
-            nxt = self._second_keyframe()
-            if nxt is None:
-                return
+        while len(self.held) > 1:
             over = self.held_bytes > self.max_bytes
-            enough = newest is not None and newest - seconds_of(self.held[nxt]) >= self.seconds
+            enough = self.newest - self.held[1].start >= self.seconds
             if not (enough or over):
                 return
             if over and not enough and not self.capped:
                 self.capped = True
-                held = (newest or 0) - seconds_of(self.held[nxt])
-                self.warn(f"replay buffer capped at {self.max_bytes / 1e6:g} MB: it holds about {held:.0f} s, "
-                          f"not {self.seconds:g} s (raise --replay-max-mb)")  # fmt: skip
-            for _ in range(nxt):
-                gone = self.held.popleft()
-                self.held_bytes -= len(gone.data) + PACKET_OVERHEAD
-                self.counts["trimmed"] += 1
-
-    def _second_keyframe(self) -> int | None:
-        """Index of the keyframe after the first packet (the start of the next interval), if any."""
-        for i, p in enumerate(self.held):
-            if i and p.video and p.keyframe:
-                return i
-        return None
+                self.warn(f"replay buffer capped at {self.max_bytes / 1e6:g} MB: it holds about "
+                          f"{self.newest - self.held[1].start:.0f} s, not {self.seconds:g} s (raise --replay-max-mb)")
+            gone = self.held.popleft()
+            self.held_bytes -= gone.nbytes
+            self.counts["trimmed"] += len(gone.meta) // Interval.FIELDS
 
     def save(self, seconds: float | None, done: Callable[[str, str, float], None]) -> None:
         """Write the newest ``seconds`` (None: all) on a thread; ``done(path, error, seconds)`` when closed."""
-        with self.lock:
-            packets = list(self.held)
-        worker = threading.Thread(target=self._write, args=(packets, seconds, done), name="fp-replay-save",
-                                  daemon=True)  # fmt: skip
+        with self.lock:  # the intervals before the last are complete: only the last is copied
+            held = [*list(self.held)[:-1], self.held[-1].copy()] if self.held else []
+            newest, bases = self.newest, dict(self.bases)
+        worker = threading.Thread(target=self._write, args=(held, newest, bases, seconds, done),
+                                  name="fp-replay-save", daemon=True)  # fmt: skip
         worker.start()
 
-    def _write(self, packets: list[Coded], seconds: float | None, done: Callable[[str, str, float], None]) -> None:
+    def _write(self, held: list[Interval], newest: float, bases: dict[int, Any], seconds: float | None,
+               done: Callable[[str, str, float], None]) -> None:  # fmt: skip
         path = ""
         try:
-            if not packets:
+            if not held:
                 raise ValueError("the replay buffer holds nothing yet")
-            start, packets = from_keyframe(packets, seconds)
+            wanted = newest - seconds if seconds else float("-inf")
+            first = max((i for i, v in enumerate(held) if v.start <= wanted), default=0)
+            start = held[first].start
+            packets = [p for v in held[first:] for p in v.packets(bases) if p.video or seconds_of(p) >= start]
             self.folder.mkdir(parents=True, exist_ok=True)
             target = new_name(self.folder, time.time())
             path = str(target)
-            held = write_file(target, self.tracks, packets, start)
+            length = write_file(target, self.tracks, packets, start)
             self.counts["saved"] += 1
-            done(path, "", held)
+            done(path, "", length)
         except Exception as exc:
             done(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 0.0)
 
@@ -133,24 +172,11 @@ class ReplayOutput(Output):
 
     def details(self) -> dict[str, Any]:
         with self.lock:
-            video = [p for p in self.held if p.video]
-            span = seconds_of(video[-1]) - seconds_of(video[0]) if len(video) > 1 else 0.0
-            data = self.held_bytes - PACKET_OVERHEAD * len(self.held)
+            span = self.newest - self.held[0].start if self.held else 0.0
+            data = sum(len(v.data) for v in self.held)
             return {"held_mb": round(self.held_bytes / 1e6, 3), "held_data_mb": round(data / 1e6, 3),
-                    "held_s": round(span, 3),
-                    "cap_mb": self.max_bytes / 1e6, "seconds": self.seconds, "capped": self.capped,
-                    "folder": str(self.folder)}  # fmt: skip
-
-
-def from_keyframe(packets: list[Coded], seconds: float | None) -> tuple[float, list[Coded]]:
-    """The packets from the last keyframe at or before ``seconds`` before the newest video packet; its time."""
-    video = [p for p in packets if p.video]
-    newest = seconds_of(video[-1])
-    keys = [p for p in video if p.keyframe]
-    wanted = newest - seconds if seconds else float("-inf")
-    start = max((seconds_of(k) for k in keys if seconds_of(k) <= wanted), default=seconds_of(keys[0]))
-    first = next(i for i, p in enumerate(packets) if p.video and p.keyframe and seconds_of(p) == start)
-    return start, [p for p in packets[first:] if p.video or seconds_of(p) >= start]
+                    "held_s": round(span, 3), "cap_mb": self.max_bytes / 1e6, "seconds": self.seconds,
+                    "capped": self.capped, "folder": str(self.folder)}  # fmt: skip
 
 
 def write_file(path: Path, tracks: list[Any], packets: list[Coded], start: float) -> float:
