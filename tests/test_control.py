@@ -241,5 +241,7 @@ def test_an_api_style_pause_jumps_once(runtime_dir: Path, virtual_screen: Virtua
     before, after = cuts[0]
     assert after.state is not None and before.state is not None
     assert abs((after.state - before.state) / FPS - 2.0) <= 0.4
+    print(f"api: one cut {before.state} -> {after.state}: {(after.state - before.state) / FPS:.2f} s of states, "
+          f"file time {before.time:.3f} -> {after.time:.3f} s, {len(frames)} frames")
     assert_nothing_lost(frames, json.loads((tmp_path / "api.json").read_text()), tmp_path / "screen.json")
     assert decodes_cleanly(out) == ""
