@@ -129,7 +129,12 @@ class Supervisor:
         needed = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
         check_free(needed)
         self.outcome.shm_bytes = needed
-        self.steering = Steering(self, self.status_of, self.period_ns, self.listen, self.replay)
+        try:
+            self.steering = Steering(self, self.status_of, self.period_ns, self.listen, self.replay)
+        except OSError as exc:  # ControlError too: a folder not ours, a path too long; record all the same
+            self.on_message(f"framepipe: warning: no control socket ({exc}); `framepipe ctl` cannot reach this "
+                            "recording (Ctrl+C still stops it)")  # fmt: skip
+            self.steering = Steering(self, self.status_of, self.period_ns, False, self.replay)
         previous = {s: signal.signal(s, self._on_signal) for s in (*GROUP_SIGNALS, *STEER_SIGNALS)}
         wake_r, wake_w = socket.socketpair()  # a signal wakes the message loop at once
         wake_r.setblocking(False)

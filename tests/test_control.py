@@ -245,3 +245,14 @@ def test_an_api_style_pause_jumps_once(runtime_dir: Path, virtual_screen: Virtua
           f"file time {before.time:.3f} -> {after.time:.3f} s, {len(frames)} frames")
     assert_nothing_lost(frames, json.loads((tmp_path / "api.json").read_text()), tmp_path / "screen.json")
     assert decodes_cleanly(out) == ""
+
+
+def test_without_a_usable_socket_folder_it_records_and_says_so(virtual_screen: VirtualScreen, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/proc")  # a folder nobody may create in
+    out = tmp_path / "o.mkv"
+    proc = start_recording(out, "--no-audio", "--duration", "1", display=virtual_screen.display)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "warning: no control socket" in err and "Traceback" not in err
+    assert decodes_cleanly(out) == ""
