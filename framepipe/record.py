@@ -29,7 +29,7 @@ from pipeline.stage import StageState
 from pipeline.steering import RecordingState
 from pipeline.supervisor import Outcome, Supervisor
 from stages.audio.devices import in_audio_process
-from stages.outputs.formats import container_for, frame_rate, output_size
+from stages.outputs.formats import container_for, frame_rate, output_size, public_url
 from stages.outputs.paths import release, reserve
 
 REACH_TIMEOUT_S = 5.0  # a lone stream's server must answer a TCP connect within this
@@ -183,7 +183,8 @@ def file_outputs(enc: dict[str, Any], config: PipelineConfig) -> list[dict[str, 
         dropped = {"behind": 0, "failed": 0} | {k[len("dropped_"):]: v for k, v in counts.items()
                                                  if k.startswith("dropped_")}  # fmt: skip
         rest = {k: v for k, v in counts.items() if not k.startswith("dropped_") and k not in ("kind", "path")}
-        out.append({**rest, "kind": o.kind, "path": o.path or shown_url(o.url), "state": counts.get("state", "open"),
+        where = o.path or (public_url(o.url) if o.url else "")
+        out.append({**rest, "kind": o.kind, "path": where, "state": counts.get("state", "open"),
                     "frames": counts.get("frames", 0), "bytes": counts.get("bytes", 0), "dropped": dropped})
     return out
 
@@ -410,13 +411,6 @@ def write_replacing(path: str, text: str) -> None:
     os.replace(tmp.name, target)
 
 
-def shown_url(url: str) -> str:
-    """A stream's URL for people and the stats: the stream key (its last part) hidden."""
-    parts = urlsplit(url)
-    app, sep, _ = parts.path.rstrip("/").rpartition("/")
-    return f"{parts.scheme}://{parts.netloc}{app + '/***' if sep and app else parts.path}" if url else ""
-
-
 def check_reachable(url: str) -> None:
     """A stream that is the only output must reach its server now: else nothing would be recorded at all."""
     parts = urlsplit(url)
@@ -425,7 +419,7 @@ def check_reachable(url: str) -> None:
         socket.create_connection((parts.hostname or "", port), timeout=REACH_TIMEOUT_S).close()
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise SetupError(f"cannot reach {shown_url(url)} ({reason}): the stream is the only output, so nothing "
+        raise SetupError(f"cannot reach {public_url(url)} ({reason}): the stream is the only output, so nothing "
                          "would be recorded; start the server, check the URL, or add an output file") from None
 
 

@@ -25,8 +25,9 @@ from framepipe.proof.rtmp import RtmpServer, free_port, have_nginx_rtmp, pull
 from framepipe.proof.testscreen import load_info, start_testscreen
 from framepipe.proof.xvfb import VirtualScreen
 from stages.outputs import stream as stream_module
+from stages.outputs.formats import public_url
 from stages.outputs.output import Coded
-from stages.outputs.stream import StreamOutput, public_url
+from stages.outputs.stream import StreamOutput
 
 pytestmark = pytest.mark.skipif(
     not have_nginx_rtmp(), reason="needs nginx with the RTMP module: apt-get install nginx libnginx-mod-rtmp"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
 
@@ -62,3 +63,11 @@ def check_codec(output: str, codec: str) -> None:
     """Opus goes in Matroska only; fail before recording (supervisor)."""
     if codec == "opus" and Path(output).suffix.lower() != ".mkv":
         raise ConfigError(f"audio codec opus needs an .mkv output, not {Path(output).name}: use aac, or name it .mkv")
+
+
+def public_url(url: str) -> str:
+    """A stream's URL for people, logs and the stats: the stream key (its last part) and any query hidden."""
+    parts = urlsplit(url)
+    app, sep, _key = parts.path.rstrip("/").rpartition("/")
+    shown = f"{app}/***" if sep and app else parts.path
+    return f"{parts.scheme}://{parts.netloc}{shown}"

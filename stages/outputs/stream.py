@@ -30,13 +30,13 @@ from collections import deque
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
-from urllib.parse import urlsplit
 
 import av
 
 from pipeline.clock import NS_PER_S, now_ns
 from stages.outputs.avio import Link, ffmpeg
 from stages.outputs.file import muxed
+from stages.outputs.formats import public_url
 from stages.outputs.output import Coded, Output, OutputState, describe_error
 
 RETRY_FIRST_S = 2.0  # after a loss (or a failed first try), the next try this much later ...
@@ -49,14 +49,6 @@ HELD_AUDIO = 256  # audio packets held while a new connection waits for its keyf
 FLV_OPTIONS = {"flvflags": "no_duration_filesize", "flush_packets": "1"}  # no seeking back; each packet at once
 NETWORK_ERRORS = (OSError, av.FFmpegError)  # a connect or a write failing with these is the network's doing
 _IDLE = object()  # the queue had nothing within the wait
-
-
-def public_url(url: str) -> str:
-    """The URL for people and logs: the stream key (the last path part) and any query hidden."""
-    parts = urlsplit(url)
-    app, sep, _key = parts.path.rstrip("/").rpartition("/")
-    shown = f"{app}/***" if sep and app else parts.path
-    return f"{parts.scheme}://{parts.netloc}{shown}"
 
 
 def seconds(pts: int | None, time_base: Any) -> Fraction:
