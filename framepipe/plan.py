@@ -136,5 +136,5 @@ def audio_stage(audio: AudioConfig) -> tuple[StageSpec, RingSpec]:
     slots = max(4, math.ceil(audio.ring_seconds * OUT_RATE / block) * tracks)
     sources = ", ".join(audio.sources) + (" + mix" if audio.mix else "")
     spec = StageSpec("audio", "stages.audio.capture:AudioCapture", audio, rings={"ring": "audio"}, source=True,
-                     summary=f"{sources}, {OUT_RATE // 1000} kHz")  # fmt: skip
+                     essential=False, summary=f"{sources}, {OUT_RATE // 1000} kHz")  # fmt: skip
     return spec, RingSpec("audio", Geometry(block, audio.channels, block * 4), slots, "audio blocks, audio -> encode")

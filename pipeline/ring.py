@@ -132,6 +132,10 @@ class Ring:
         self._counters[1] = written + 1
         return written % self.slots
 
+    def cancel(self) -> None:
+        """Give back the slot just acquired, unannounced and unused (writer only: no reader knows of it)."""
+        self._counters[1] = int(self._counters[1]) - 1
+
     def write_header(self, slot: int, header: SlotHeader) -> None:
         HEADER.pack_into(
             self._buf,

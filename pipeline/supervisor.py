@@ -268,8 +268,8 @@ class Supervisor:
             self.outcome.stopped_ns = now_ns()
 
     def _source_failed(self) -> bool:
-        """A stage downstream of the sources died: stop the sources too."""
-        return any(r.exitcode is not None and not r.spec.source for r in self.outcome.stages.values())
+        """An essential stage ended on its own (one downstream died, a window closed): stop the sources."""
+        return any(r.exitcode is not None and r.spec.essential for r in self.outcome.stages.values())
 
     def _live(self, source: bool = False) -> list[StageRecord]:
         return [r for r in self.outcome.stages.values() if r.exitcode is None and (r.spec.source or not source)]

@@ -120,7 +120,7 @@ def test_the_x_server_going_away_is_said_in_words_and_the_file_kept(tmp_path: Pa
         stage_pid(proc.pid, "fp-encode")
         time.sleep(3)
     _, err = proc.communicate(timeout=60)  # the screen has gone with the with-block
-    assert proc.returncode == 1, err
-    assert "error in screen: the X server closed the connection (the display is gone)" in err, err
+    assert proc.returncode == 0, err  # the source went away: a clean stop, said in one line, like a closed window
+    assert "warning: screen: the X server closed the connection (the display is gone)" in err, err
     assert "Traceback" not in err and "XshmUnavailable" not in err
     assert count_frames(out) > 0 and decode_errors(out) == []

@@ -24,6 +24,7 @@ from pipeline.config import ScreenConfig
 from pipeline.errors import SetupError
 from pipeline.ring import FLAG_DISCONT, PIXFMT_BGRA, Ring, SlotHeader
 from pipeline.stage import Source
+from stages.video.grab import Grabber, SourceGone
 from stages.video.xshm import MAX_OFFSET, XshmGrabber, XshmUnavailable
 
 
@@ -62,6 +63,48 @@ def screen_rect(config: ScreenConfig) -> dict[str, int]:
         raise SetupError(f"cannot open the display ({exc}): set DISPLAY, or run under Xvfb") from None
 
 
+class XshmRoot:
+    """The root window's rectangle, written into the slot by the X server (MIT-SHM with the ring's fd)."""
+
+    def __init__(self, ring: Ring, rect: dict[str, int]) -> None:
+        self.ring, self.rect = ring, rect
+        self.xshm = XshmGrabber(ring.path)
+        self.description = "xshm, zero-copy"
+
+    def grab(self, slot: int) -> bool:
+        r = self.rect
+        try:
+            self.xshm.grab(r["left"], r["top"], r["width"], r["height"], self.ring.pixel_offset(slot))
+        except XshmUnavailable as exc:
+            raise SourceGone(str(exc)) from None
+        return True
+
+    def close(self) -> None:
+        self.xshm.close()
+
+
+class MssRoot:
+    """The root window's rectangle through mss, copied once into the slot (numpy: only on this path)."""
+
+    def __init__(self, ring: Ring, rect: dict[str, int], backend: str) -> None:
+        import mss
+
+        self.ring, self.rect = ring, rect
+        self.sct = mss.MSS(backend=mss_backend(backend))
+        self.views = [ring.pixels(i) for i in range(ring.slots)]
+        self.description = f"mss ({mss_backend(backend)}), one copy"
+
+    def grab(self, slot: int) -> bool:
+        shot = self.sct.grab(self.rect)
+        view = self.views[slot]
+        view[...] = memoryview(shot.raw).cast("B", view.shape)  # the one copy
+        return True
+
+    def close(self) -> None:
+        self.views = []
+        self.sct.close()
+
+
 class ScreenCapture(Source):
     """Grabs one monitor or region at a fixed rate into the video ring."""
 
@@ -71,14 +114,15 @@ class ScreenCapture(Source):
         import mss
 
         self.config: ScreenConfig = self.ctx.config
-        self.sct = mss.MSS(backend=mss_backend(self.config.backend))
-        self.rect = monitor_rect(list(self.sct.monitors), self.config)
+        with mss.MSS(backend=mss_backend(self.config.backend)) as sct:
+            self.rect = monitor_rect(list(sct.monitors), self.config)
         self.ring = Ring.attach(self.ctx.extra["ring"])
         g = self.ring.geometry
         if (g.width, g.height) != (self.rect["width"], self.rect["height"]):
             raise SetupError("the screen changed size before recording started: start again")
         self.counts = {
             "captured": 0,
+            "held": 0,
             "dropped_ring_full": 0,
             "dropped_late": 0,
             "grab_ms_max": 0.0,
@@ -86,37 +130,26 @@ class ScreenCapture(Source):
             "recorded_ns": 0,
         }
         self.grab_ns_total = 0
-        self.xshm, backend = self._open_xshm()
-        self.views = [] if self.xshm is not None else [self.ring.pixels(i) for i in range(self.ring.slots)]
+        self.grabber = self._open_grabber()
         for slot in range(self.ring.slots):  # a first lap before the start: see the module's docstring
-            self._grab(slot)
-        return {"rect": self.rect, "backend": backend}
+            self.grabber.grab(slot)
+        return {"rect": self.rect, "backend": self.grabber.description}
 
-    def _open_xshm(self) -> tuple[XshmGrabber | None, str]:
+    def _open_grabber(self) -> Grabber:
         """The zero-copy grabber when asked for (or on auto) and possible; fallbacks are reported."""
         if self.config.backend not in ("auto", "xshm"):
-            return None, f"mss ({mss_backend(self.config.backend)}), one copy"
+            return MssRoot(self.ring, self.rect, self.config.backend)
         why = "needs Linux and X11"
         if sys.platform.startswith("linux") and os.environ.get("DISPLAY"):
             if self.ring.pixel_offset(self.ring.slots - 1) > MAX_OFFSET:
                 why = "the ring is larger than 4 GiB"
             else:
                 try:
-                    return XshmGrabber(self.ring.path), "xshm, zero-copy"
+                    return XshmRoot(self.ring, self.rect)
                 except XshmUnavailable as exc:
                     why = str(exc)
         self.ctx.warn(f"zero-copy capture unavailable ({why}); grabbing with mss and one copy")
-        return None, "mss (default), one copy"
-
-    def _grab(self, slot: int) -> None:
-        """Put the screen into ``slot``: by the X server directly, or by mss and one copy."""
-        r = self.rect
-        if self.xshm is not None:
-            self.xshm.grab(r["left"], r["top"], r["width"], r["height"], self.ring.pixel_offset(slot))
-            return
-        shot = self.sct.grab(r)
-        view = self.views[slot]
-        view[...] = memoryview(shot.raw).cast("B", view.shape)  # the one copy (numpy: only on this path)
+        return MssRoot(self.ring, self.rect, "mss")
 
     def start(self) -> None:
         self.period = NS_PER_S / self.config.fps
@@ -142,8 +175,20 @@ class ScreenCapture(Source):
             self.flags = FLAG_DISCONT
         else:
             t0 = now_ns()
-            self._grab(slot)
+            try:
+                fresh = self.grabber.grab(slot)
+            except SourceGone as exc:  # the window closed, the display went: stop here, in order
+                self.ring.cancel()
+                self.ctx.warn(str(exc))
+                return False
             grabbed = now_ns() - t0
+            if not fresh:  # nothing new (a window unmapped): the timestamper repeats the held frame
+                self.ring.cancel()
+                self.counts["held"] += 1
+                self.seq += 1
+                self.tick += 1
+                self.counts["recorded_ns"] = round(self.tick * self.period)
+                return True
             capture_ns = t0 - self.base_time
             g = self.ring.geometry
             self.ring.write_header(slot, SlotHeader(self.seq, capture_ns, g.width, g.height, g.stride, PIXFMT_BGRA,
@@ -177,11 +222,8 @@ class ScreenCapture(Source):
         }
 
     def close(self) -> None:
-        self.views = []
+        grabber = getattr(self, "grabber", None)
+        if grabber is not None:
+            grabber.close()
         if hasattr(self, "ring"):
             self.ring.close()
-        xshm = getattr(self, "xshm", None)
-        if xshm is not None:
-            xshm.close()
-        if hasattr(self, "sct"):
-            self.sct.close()
