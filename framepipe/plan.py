@@ -27,6 +27,8 @@ from stages.outputs.formats import (
 )  # fmt: skip
 from stages.video.screen import screen_rect
 
+MIN_SLOTS = 8  # the video ring's least slots, whatever the frame rate (its peak fill is 1-4 at 1080p60)
+
 
 def output_settings(out: OutputConfig, folder: str) -> dict[str, Any]:
     """What fp-encode needs to open an output (checked here: a bad name fails before anything starts)."""
@@ -90,7 +92,7 @@ def plan(config: PipelineConfig) -> Plan:
         raise ConfigError(f"encode.output_height = {enc.output_height} is above the {rect['height']} pixels "
                           "recorded: give a smaller height, or 0 to keep the size")  # fmt: skip
     geometry = Geometry(rect["width"], rect["height"], rect["width"] * 4)
-    slots = max(3, round(config.screen.ring_seconds * config.screen.fps))
+    slots = max(MIN_SLOTS, round(config.screen.ring_seconds * config.screen.fps))
     width, height = output_size(rect["width"], rect["height"], enc.output_height)
     folder = replay_folder(config)
     fps = config.screen.fps

@@ -33,6 +33,7 @@ from stages.outputs.formats import container_for, frame_rate, output_size, publi
 from stages.outputs.paths import release, reserve
 
 REACH_TIMEOUT_S = 5.0  # a lone stream's server must answer a TCP connect within this
+RING_NEAR_FULL = 0.75  # a peak fill past this fraction of the video ring is said after the run
 SERIES_LIMIT = 2000  # ring fill samples kept in the stats (2 a second; halved when full)
 
 
@@ -349,7 +350,17 @@ def summary(stats: dict[str, Any]) -> str:
         f"CPU {cpu / secs:.2f} cores",
     ]
     audio = audio_line(stats.get("audio"))
-    return "\n".join([*lines, audio] if audio else lines)
+    near = ring_warning(stats["ring"])
+    return "\n".join([*lines, *(x for x in (audio, near) if x)])
+
+
+def ring_warning(ring: dict[str, Any]) -> str:
+    """A line when the video ring came close to full (the encoder fell behind): what to do about it."""
+    peak, slots = ring.get("peak_fill", 0), ring.get("slots", 0)
+    if not slots or peak < RING_NEAR_FULL * slots:
+        return ""
+    return (f"framepipe: warning: the frame ring came close to full (peak {peak} of {slots} slots): the encoder "
+            "fell behind; give [screen] ring_seconds more, a faster --preset, or run `framepipe tune`")
 
 
 def output_summary(out: dict[str, Any], stats: dict[str, Any]) -> str:

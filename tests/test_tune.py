@@ -30,7 +30,8 @@ from framepipe.tune.search import (
     split_cpus,
     threads,
 )
-from pipeline.config import EncodeConfig, load
+from framepipe.tune.tune import ring_for
+from pipeline.config import EncodeConfig, ScreenConfig, load
 from pipeline.errors import ConfigError
 from stages.video.encode import try_open
 
@@ -120,7 +121,7 @@ def test_precedence_defaults_profile_config_file_flags(tmp_path: Path, capsys: p
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"framepipe: using tuned profile {path} (tuned 2025-01-02 03:04 for 1920x1080 at 60 fps)"]
     args = cli.build_parser().parse_args(["record", "o.mkv", "--no-profile"])
-    assert cli.pipeline_config(args, HERE).screen.ring_seconds == 1.0
+    assert cli.pipeline_config(args, HERE).screen.ring_seconds == ScreenConfig.ring_seconds
     assert capsys.readouterr().err == ""
 
 
@@ -403,3 +404,12 @@ def test_tune_writes_a_profile_that_record_then_uses(virtual_screen: VirtualScre
 
     shown = run_framepipe("tune", "--show", display=virtual_screen.display)
     assert shown.returncode == 0 and shown.stdout.startswith(f"# {written[0]}") and "[encode]" in shown.stdout
+
+
+def test_the_tuned_ring_holds_three_times_the_measured_peak() -> None:
+    target = Target(60.0, (0, 0, 1920, 1080))
+    quiet = Trial(Candidate(ring_seconds=0.2), target, 2.5, 2, ring_peak=1, ring_slots=12)
+    busy = Trial(Candidate(ring_seconds=0.2), target, 2.5, 2, ring_peak=6, ring_slots=12)
+    assert ring_for(quiet).ring_seconds == round(8 / 60, 3)  # the planner's least slots: a peak of 1 needs no more
+    assert ring_for(busy).ring_seconds == 0.3  # 18 frames, rounded up to 0.05 s
+    assert ring_for(Trial(Candidate(), target, 2.5, 2, ring_peak=59, ring_slots=60)).ring_seconds == 1.0

@@ -29,7 +29,7 @@ from pipeline.shm import MARGIN, SHM_DIR, segment_name
 GRABS = 20  # timed grabs per backend (after two untimed ones)
 ENCODES = 48  # frames encoded to time the encoder (after its first, untimed)
 LOAD_SAMPLE_S = 2.0  # how long per-CPU load is measured
-RING_CHOICES = (1.0, 0.5, 0.25)  # ring seconds, largest first: the first that /dev/shm holds is used
+RING_CHOICES = (0.2, 0.1)  # ring seconds for the trials, largest first: the first that /dev/shm holds is used
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Probe:
         """The largest ring of RING_CHOICES that fits in free /dev/shm (the smallest if none does)."""
         w, h = target.region[2], target.region[3]
         for seconds in RING_CHOICES:
-            need = ring_bytes(Geometry(w, h, w * 4), max(3, round(seconds * target.fps)))
+            need = ring_bytes(Geometry(w, h, w * 4), max(8, round(seconds * target.fps)))
             if self.shm_free_mb is None or need + MARGIN <= self.shm_free_mb * 2**20:
                 return seconds
         return RING_CHOICES[-1]

@@ -13,6 +13,7 @@ written and tune says which lower target holds, and why the target does not.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from framepipe.bench import run as benchrun
 from framepipe.demo import display as tuning_display
+from framepipe.plan import MIN_SLOTS
 from framepipe.proof import judge
 from framepipe.proof.testscreen import (
     CODE_HEIGHT,
@@ -54,6 +56,7 @@ DEFAULT_SECONDS = 2.5  # each trial records this long (the winner's confirmation
 SEARCH_BUDGET_S = 100.0  # the search stops starting trials after this (scaled with longer trials)
 MAX_SECONDS = 60.0
 CANDIDATES = ("full", "quick")  # quick: the default candidate only, confirmed (a smoke test)
+RING_MARGIN = 3  # the tuned ring holds this many times the peak fill the trials measured
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,17 @@ def save(found: Probe, here: profile.Machine, chosen: Trial, trials: list[Trial]
         "loadavg": [round(v, 2) for v in os.getloadavg()],
         "tried": [f"{t.candidate.label()} [{t.target.label()}, {t.seconds:g} s]: {t.figures()}" for t in trials],
     }  # fmt: skip
-    return profile.write(here, chosen.candidate.settings(), tuned, chosen.as_dict(), found.as_dict())
+    ring = ring_for(chosen)
+    tuned["ring"] = f"peak fill {chosen.ring_peak} of {chosen.ring_slots} slots: {ring.ring_seconds:g} s kept"
+    return profile.write(here, ring.settings(), tuned, chosen.as_dict(), found.as_dict())
+
+
+def ring_for(chosen: Trial) -> Candidate:
+    """The winner with a ring sized from what it needed: three times the peak fill its trials measured (a
+    short trial sees fewer bursts than an hour), at least the planner's least slots, at most 1 s."""
+    fps = chosen.target.fps
+    seconds = max(MIN_SLOTS / fps, math.ceil(RING_MARGIN * chosen.ring_peak / fps * 20) / 20)
+    return replace(chosen.candidate, ring_seconds=round(min(seconds, 1.0), 3))
 
 
 def search(config: ScreenConfig, options: TuneOptions, display: str, work: Path) -> tuple[
