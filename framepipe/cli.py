@@ -72,8 +72,11 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vfr", action="store_true", help="keep capture times (variable frame rate)")
     parser.add_argument("--audio", action="append", metavar="SOURCE",
                         help="record this audio input as its own track: default, system (what the machine plays), "
-                        "pulse:NAME, or a device from `framepipe devices`; repeat for several (default: default)")
-    parser.add_argument("--mix", action="store_true", help="add one track mixing every audio source")
+                        "pulse:NAME, or a device from `framepipe devices`; repeat for several (default: the "
+                        "microphone and the sound of the computer, where there is one)")
+    parser.add_argument("--mix", action="store_true", help="a first track mixing every audio source (the default "
+                        "with two or more)")
+    parser.add_argument("--no-mix", action="store_true", help="no mixed track: one track a source")
     parser.add_argument("--no-audio", action="store_true", help="record video only")
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
@@ -150,7 +153,8 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "timestamp": {"mode": "vfr" if args.vfr else None},
         "encode": {"encoder": args.encoder, "preset": args.preset, "crf": args.crf,
                    "output_height": args.output_height, "max_kbps": args.bitrate},
-        "audio": {"sources": audio_sources(args), "mix": True if args.mix else None},
+        "audio": {"sources": audio_sources(args), "mix": False if args.no_mix else True if args.mix else None,
+                  "missing": "fail" if args.audio else None},
     }
 
 

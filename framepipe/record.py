@@ -456,7 +456,8 @@ def record(job: RecordJob) -> int:
         print("\n".join(graph.lines()))
         return 0
     if job.config.audio.sources:
-        in_audio_process("check_sources", job.config.audio.sources)  # a wrong --audio: one line, nothing started
+        in_audio_process("check_sources", job.config.audio.sources, job.config.audio.missing)  # a wrong --audio:
+        # one line, nothing started
     status = StatusLine(job.config.screen.fps, job.status_line and sys.stderr.isatty())
     grid = round(NS_PER_S / job.config.screen.fps)
     series = RingSeries()

@@ -10,7 +10,7 @@ TOML layout (every table and key optional)::
     [screen]     fps, monitor, region, backend, ring_seconds, affinity, nice
     [timestamp]  mode, affinity, nice
     [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, output_height, overload, affinity, nice
-    [audio]      sources, mix, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
+    [audio]      sources, mix, missing, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
     [[output]]   kind (file, stream, replay), path | url | seconds, max_mb; any number, all fed from the one encode
 """
 
@@ -92,10 +92,13 @@ class EncodeConfig(StageConfig):
 
 @dataclass(frozen=True)
 class AudioConfig(StageConfig):
-    """The audio capture stage (fp-audio) and the file's audio tracks (one per source, then the mix)."""
+    """The audio capture stage (fp-audio) and the file's audio tracks (the mix first, then one per source)."""
 
-    sources: tuple[str, ...] = _opt(("default",))  # default, system, pulse:NAME, a device name or index; [] = none
-    mix: bool = _opt(False)  # add one track mixing every source
+    sources: tuple[str, ...] = _opt(("default", "system"))  # default (the microphone), system (what the machine
+    # plays), pulse:NAME, a device name or index; [] = none. The default: both sides of a call, each its own track
+    mix: bool = _opt(True)  # a first track mixing every source (a player that plays one track plays the whole call)
+    missing: str = _opt("leave-out", choices=("leave-out", "fail"))  # a source that is not there: its track left
+    # out with one line (video alone if none is there), or an error before anything starts (what --audio asks)
     gains: tuple[float, ...] = _opt(())  # each source's gain in the mix, in the order of sources; empty: all 1.0
     codec: str = _opt("aac", choices=AUDIO_CODECS)  # aac (any container) or opus (.mkv only)
     bitrate_kbps: int = _opt(128, lo=16, hi=512)  # per track

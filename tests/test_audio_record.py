@@ -105,7 +105,7 @@ def test_system_audio_stays_within_a_frame_of_the_picture(rig: Rig, pulse_env: d
     assert source["silence_ms"] == 0 and source["stopped"] == 0 and source["overflows"] == 0, source
     assert abs(source["samples_written"] - 10 * 48_000) <= 1024 and source["samples_captured"] > 0
     assert stats["audio"]["encoded_samples"]["system"] == source["samples_written"]  # every sample made is in the file
-    assert stats["frames"]["dropped"] == 0
+    assert stats["frames"]["dropped"] == 0, stats["frames"]
 
 
 def test_two_sources_give_two_tracks_and_a_mix_with_gains(rig: Rig, pulse_env: dict[str, str], tmp_path: Path) -> None:
@@ -114,14 +114,14 @@ def test_two_sources_give_two_tracks_and_a_mix_with_gains(rig: Rig, pulse_env: d
     out = tmp_path / "two.mkv"
     stats, _ = record(rig.display, out, "--duration", "3", "--audio", "system",
                       "--audio", "pulse:fp_mic.monitor", "--mix", "--config", str(config))  # fmt: skip
-    names = ["system", "pulse:fp_mic.monitor", "mix"]
+    names = ["mix", "system", "pulse:fp_mic.monitor"]
     assert avsync.audio_tracks(out) == names
-    assert stats["audio"]["tracks"] == names and set(stats["audio"]["sources"]) == set(names[:2])
+    assert stats["audio"]["tracks"] == names and set(stats["audio"]["sources"]) == set(names[1:])
     for i in range(3):  # each track plays in ffmpeg without a word
         done = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-map", f"0:a:{i}", "-f", "null", "-"],
                               capture_output=True, text=True, check=False)  # fmt: skip
         assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
-    system, mic, mix = (avsync.read_track(out, i) for i in range(3))
+    mix, system, mic = (avsync.read_track(out, i) for i in range(3))
     assert level(system, 2000) < 0.03 * level(system, 1000)  # its own tone only
     assert level(mic, 1000) < 0.03 * level(mic, 2000)
     assert level(mix, 1000) == pytest.approx(level(system, 1000), rel=0.15)  # gain 1.0
@@ -203,5 +203,25 @@ def test_without_an_input_the_default_records_video_only(rig: Rig, tmp_path: Pat
         pytest.skip("this machine has an audio input of its own")
     out = tmp_path / "silent.mkv"
     stats, err = record(rig.display, out, "--duration", "1")
-    assert "no default audio input: recording video only" in err
+    assert "no microphone (default input): no default audio input; recording video only" in err, err
     assert avsync.audio_tracks(out) == [] and stats["audio"] is None and stats["frames"]["written"] == 60
+
+
+def test_a_call_records_the_microphone_the_computer_and_their_mix_first(rig: Rig, pulse_env: dict[str, str],
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    rig.pulse.pactl("set-default-source", "fp_mic.monitor")  # the "microphone": what the 2 kHz player plays
+    try:
+        out = tmp_path / "call.mkv"
+        stats, err = record(rig.display, out, "--duration", "6", "--fps", "60")  # no audio flags: the default
+    finally:
+        rig.pulse.pactl("set-default-source", "fp_out.monitor")
+    assert avsync.audio_tracks(out) == ["mix", "default", "system"], err
+    assert "warning" not in err, err
+    mix, mic, system = (avsync.read_track(out, i) for i in range(3))
+    assert level(mix, 1000) > 0.5 * level(system, 1000) and level(mix, 2000) > 0.5 * level(mic, 2000)  # both sides
+    assert level(mic, 1000) < 0.03 * level(mic, 2000)  # the microphone's track is the microphone alone
+    screen, tone = load_info(rig.screen_info), load_tone(rig.tones["fp_out"])
+    for track in (0, 2):  # the computer's sound, in the mix and in its own track
+        report = avsync.judge_file(out, screen, tone, stats["base_time_ns"], track=track)
+        assert len(report.bursts) >= 5 and report.offset_ms_max <= 17, report.summary()
+    assert decodes_cleanly(out) == "" and stats["frames"]["dropped"] == 0

@@ -142,13 +142,14 @@ def _result(name: str, missing: int = 3, check_missing: int = 3, **extra: Any) -
     return {
         "name": name, "frames": counts.as_dict(), "cpu_per_s": 0.5, "xserver_cpu_per_s": None,
         "timestamps": {"p50_ms": 8.3, "max_ms": 12.0, "outside": 0},
-        "usage": {"peak_rss_mb": 100.4, "wall_s": 2.0, "cpu_s": 1.0, "xserver_cpu_s": 0.5, "system_busy_s": 3.5},
+        "usage": {"peak_rss_mb": 100.4, "peak_pss_mb": 70.2, "wall_s": 2.0, "cpu_s": 1.0, "xserver_cpu_s": 0.5,
+                  "system_busy_s": 3.5},
         "check": {"missing": check_missing, "agrees": abs(check_missing - missing) <= 1}, **extra,
     }  # fmt: skip
 
 
 def _doc() -> dict[str, Any]:
-    framepipe = _result("framepipe", self_reported={"dropped": 0, "ring_peak": 3, "ring_slots": 60,
+    framepipe = _result("framepipe", self_reported={"dropped": 0, "ring_peak": 3, "ring_slots": 60, "ring_mb": 24.6,
                                                     "latency_ms": {"p50": 80.5, "p99": 120.0}})
     ffmpeg = _result("ffmpeg", missing=5, check_missing=8, self_reported={"frames": 28, "dropped": 1,
                                                                          "duplicated": 0})
@@ -170,7 +171,8 @@ def test_table_has_a_row_per_recorder_with_the_figures() -> None:
     fp = [c.strip() for c in lines[2].split("|")[1:-1]]
     assert fp[:9] == ["1080p60", "framepipe", "30", "27", "3", "0", "0", "0", "3 (3)"]
     assert fp[9:15] == ["8.3 / 12.0", "0", "0.50", "-", "1.00", "100"]
-    assert fp[15] == "dropped 0, ring peak 3/60, latency p50/p99 80.5/120.0 ms"
+    assert fp[15] == "95"  # memory: proportional 70.2 + ring 24.6 (ffmpeg's: its peak RSS)
+    assert fp[16] == "dropped 0, ring peak 3/60, latency p50/p99 80.5/120.0 ms"
     assert "5 (8) ≠" in lines[3] and "frame=28 drop=1 dup=0" in lines[3]
     assert "failed: exit status 1" in lines[4] and "skipped: the screen is 1920x1080" in lines[5]
 

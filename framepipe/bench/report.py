@@ -92,7 +92,7 @@ def machine() -> dict[str, Any]:
 COLUMNS = (
     "scenario", "recorder", "expected", "written", "lost", "repeated", "swaps", "screen late",
     "missing (check)", "ts err p50 / max ms", "outside", "CPU s/s", "CPU s/s rec", "others' cores", "peak RSS MB",
-    "says",
+    "memory MB", "says",
 )  # fmt: skip
 
 
@@ -110,6 +110,15 @@ def says(result: Mapping[str, Any]) -> str:
     if result["name"] == "ffmpeg" and own:
         return f"frame={own.get('frames')} drop={own.get('dropped')} dup={own.get('duplicated')}"
     return "-"
+
+
+def memory_mb(result: Mapping[str, Any]) -> float | None:
+    """What a recorder takes: framepipe's proportional memory plus its ring; any other's peak RSS."""
+    usage, own = result["usage"], result.get("self_reported") or {}
+    if result["name"] == "framepipe":
+        pss = usage.get("peak_pss_mb")
+        return None if pss is None or own.get("ring_mb") is None else pss + own["ring_mb"]
+    return usage.get("peak_rss_mb")
 
 
 def others_cores(usage: Mapping[str, Any]) -> float | None:
@@ -130,7 +139,7 @@ def row(scenario: str, result: Mapping[str, Any]) -> list[str]:
         str(f["swaps"]), str(f["screen_late"]), f"{f['missing']} ({check.get('missing', '-')}){mark}",
         f"{_num(ts['p50_ms'], 1)} / {_num(ts['max_ms'], 1)}", str(ts["outside"]), _num(result["cpu_per_s"]),
         _num(result.get("cpu_per_s_recording")), _num(others_cores(usage)), _num(usage["peak_rss_mb"], 0),
-        says(result),
+        _num(memory_mb(result), 0), says(result),
     ]  # fmt: skip
 
 
@@ -162,8 +171,10 @@ NOTES = """\
   included (getrusage of waited-for children). rec: the tree's CPU rate while recording (sampled at 10 Hz).
   others' cores: the machine's busy CPU during the run less the recorder's and the X server's, per second
   (the test screen's painter, about 0.2, plus whatever else runs: the noise). The X server's CPU (grabs and
-  paints) is in the JSON. peak RSS: the tree's resident memory without shared-memory pages (framepipe's
-  ring size is in the JSON: ring_mb).
+  paints) is in the JSON. peak RSS: the tree's resident memory without shared-memory pages, each process's
+  libraries counted in full. memory: what the recorder takes: framepipe's proportional memory (Pss_Anon +
+  Pss_File of every process: a library page its stages share counts once) plus its whole ring; ffmpeg's
+  and naive's peak RSS.
 - says: the recorder's own counters (framepipe: stats JSON; ffmpeg: its last progress line)."""
 
 

@@ -65,6 +65,7 @@ class Usage:
     cpu_s: float  # user + system of the whole waited-for process tree
     peak_rss_mb: float  # peak of the tree's resident memory without shared-memory pages
     peak_shm_mb: float  # peak resident shared memory of one process of the tree (ring, XShm segment)
+    peak_pss_mb: float  # peak of the tree's proportional memory without shared-memory pages (see _rss_kb)
     xserver_cpu_s: float | None  # the X server's CPU over the run (grabs and the test screen's paints)
     system_busy_s: float  # busy CPU of the whole machine over the run (all processes)
     loadavg_before: tuple[float, float, float]
@@ -76,6 +77,7 @@ class Usage:
         return {
             "exit_code": self.exit_code, "wall_s": round(self.wall_s, 3), "cpu_s": round(self.cpu_s, 3),
             "peak_rss_mb": round(self.peak_rss_mb, 1), "peak_shm_mb": round(self.peak_shm_mb, 1),
+            "peak_pss_mb": round(self.peak_pss_mb, 1),
             "xserver_cpu_s": None if self.xserver_cpu_s is None else round(self.xserver_cpu_s, 3),
             "system_busy_s": round(self.system_busy_s, 3), "loadavg_before": list(self.loadavg_before),
             "loadavg_after": list(self.loadavg_after), "stopped_early": self.stopped_early,
@@ -127,17 +129,27 @@ def naive_launch(cap: Capture, folder: Path) -> Launch:
 LAUNCHERS = {"framepipe": framepipe_launch, "ffmpeg": ffmpeg_launch, "naive": naive_launch}
 
 
-def _rss_kb(pid: int) -> tuple[int, int]:
-    """(private, shared-memory) resident kB of a process: RssAnon + RssFile, and RssShmem."""
+def _rss_kb(pid: int) -> tuple[int, int, int]:
+    """(private, shared-memory, proportional) resident kB of a process: RssAnon + RssFile, RssShmem, and
+    Pss_Anon + Pss_File (each page shared with other processes counted by its share: libraries that every
+    stage maps count once over the tree, as they take memory once)."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             rss = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f if line.startswith("Rss"))}
-        return rss["RssAnon"] + rss["RssFile"], rss["RssShmem"]
+        private = rss["RssAnon"] + rss["RssFile"]
     except (OSError, KeyError, ValueError):
         try:
-            return int(psutil.Process(pid).memory_info().rss) // 1024, 0
+            kb = int(psutil.Process(pid).memory_info().rss) // 1024
         except psutil.Error:
-            return 0, 0
+            return 0, 0, 0
+        return kb, 0, kb
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            pss = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f if line.startswith("Pss_"))}
+        proportional = pss["Pss_Anon"] + pss["Pss_File"]
+    except (OSError, KeyError, ValueError):
+        proportional = private
+    return private, rss["RssShmem"], proportional
 
 
 class TreeSampler(threading.Thread):
@@ -148,6 +160,7 @@ class TreeSampler(threading.Thread):
         self.pid = pid
         self.peak_private_kb = 0
         self.peak_shm_kb = 0
+        self.peak_pss_kb = 0
         self.cpu: list[tuple[int, float]] = []  # (clock ns, CPU s of the processes alive then)
         self.done = threading.Event()
 
@@ -162,6 +175,7 @@ class TreeSampler(threading.Thread):
             sizes = [_rss_kb(p.pid) for p in procs]
             self.peak_private_kb = max(self.peak_private_kb, sum(s[0] for s in sizes))
             self.peak_shm_kb = max(self.peak_shm_kb, *(s[1] for s in sizes), 0)  # shared: count once
+            self.peak_pss_kb = max(self.peak_pss_kb, sum(s[2] for s in sizes))
             cpu = 0.0
             for proc in procs:
                 with contextlib.suppress(psutil.Error):
@@ -248,6 +262,7 @@ def run_measured(launch: Launch, env: dict[str, str], duration_s: float, xserver
     return Usage(
         exit_code=proc.returncode, wall_s=t1 - t0, cpu_s=cpu1 - cpu0,
         peak_rss_mb=sampler.peak_private_kb / 1024, peak_shm_mb=sampler.peak_shm_kb / 1024,
+        peak_pss_mb=sampler.peak_pss_kb / 1024,
         xserver_cpu_s=None if x0 is None or x1 is None else x1 - x0, system_busy_s=busy1 - busy0,
         loadavg_before=load_before, loadavg_after=psutil.getloadavg(), stopped_early=overran,
         cpu_curve=tuple(sampler.cpu),

@@ -168,6 +168,14 @@ class Input:
         }
 
 
+def missing_line(name: str, why: str, others: list[str]) -> str:
+    """What a left-out source is said as: which, why, and what is recorded instead."""
+    what = {"default": "no microphone (default input)", "system": "no sound of the computer (system audio)"}
+    named = {"default": "the microphone", "system": "the sound of the computer"}
+    rest = f"recording {' and '.join(named.get(o, o) for o in others)} alone" if others else "recording video only"
+    return f"{what.get(name, f'audio source {name!r} is not there')}: {why}; {rest}"
+
+
 class AudioCapture(Source):
     """Captures every configured source; writes one block per track per period to the audio ring."""
 
@@ -185,13 +193,14 @@ class AudioCapture(Source):
         self.seq = 0  # blocks made, over every track: a gap in seq is a drop
         self.flags = 0  # DISCONT after a drop
         sd = portaudio()
+        missing: list[tuple[str, str]] = []
         for i, name in enumerate(config.sources):
             try:
                 source = Input(resolve(name), self.channels, sd)
-            except NoDefaultInput:
-                alone = len(config.sources) == 1
-                self.ctx.warn("no default audio input: recording video only" if alone
-                              else "no default audio input: its track is left out")  # fmt: skip
+            except SetupError as exc:
+                if not isinstance(exc, NoDefaultInput) and config.missing == "fail":
+                    raise
+                missing.append((name, str(exc)))
                 continue
             try:
                 source.open()
@@ -199,7 +208,10 @@ class AudioCapture(Source):
                 raise SetupError(f"cannot open audio source {name!r} ({source.choice.label}): {exc}") from None
             self.sources.append(source)
             self.gains.append(config.gains[i] if config.gains else 1.0)
-        self.tracks = [s.name for s in self.sources] + (["mix"] if config.mix and self.sources else [])
+        for name, why in missing:
+            self.ctx.warn(missing_line(name, why, [s.name for s in self.sources]))
+        self.mixed = config.mix and len(self.sources) > 1  # a mix of one source would be the same track again
+        self.tracks = (["mix"] if self.mixed else []) + [s.name for s in self.sources]
         self.ctx.send("blocks", msg.AudioTracks(self.tracks, OUT_RATE, self.channels))
         deadline = now_ns() + READY_WAIT_NS
         while now_ns() < deadline and not all(s.timeline.fit.settled for s in self.sources):
@@ -244,12 +256,12 @@ class AudioCapture(Source):
                 self.ctx.warn(text)
 
     def _emit(self, last: int, base_time: int) -> None:
-        """One block of every track: the sources, then the mix."""
+        """One block of every track: the mix, then the sources."""
         first = self.next
         blocks = [s.timeline.produce(last) for s in self.sources]
-        if len(self.tracks) > len(self.sources):
+        if self.mixed:
             mix = sum(g * b for g, b in zip(self.gains, blocks, strict=True))
-            blocks.append(np.clip(mix, -1.0, 1.0))
+            blocks.insert(0, np.clip(mix, -1.0, 1.0))
         for track, data in enumerate(blocks):
             self._publish(track, first, data, base_time)
         self.next = last

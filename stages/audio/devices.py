@@ -142,13 +142,16 @@ def probe_inputs() -> dict[str, Any]:
     return result
 
 
-def check_sources(sources: tuple[str, ...]) -> list[str]:
-    """Resolve every source (in an audio process); SetupError for a wrong one, warnings for a missing default."""
+def check_sources(sources: tuple[str, ...], missing: str = "fail") -> list[str]:
+    """Resolve every source (in an audio process); SetupError for a wrong one, warnings for a missing default
+    (and for any missing source when ``missing`` is "leave-out": the stage leaves it out and says so)."""
     warnings = []
     for source in sources:
         try:
             resolve(source)
-        except NoDefaultInput as exc:
+        except SetupError as exc:
+            if not isinstance(exc, NoDefaultInput) and missing == "fail":
+                raise
             warnings.append(str(exc))
     return warnings
 
