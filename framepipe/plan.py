@@ -27,6 +27,10 @@ from stages.outputs.formats import (
 )  # fmt: skip
 from stages.video.screen import screen_rect
 
+SCREEN = "stages.video.screen:ScreenCapture"
+TIMESTAMP = "stages.video.timestamp:Timestamper"
+ENCODE = "stages.video.encode:Encoder"
+AUDIO = "stages.audio.capture:AudioCapture"
 MIN_SLOTS = 8  # the video ring's least slots, whatever the frame rate (its peak fill is 1-4 at 1080p60)
 
 
@@ -76,6 +80,12 @@ def encoder_settings(config: PipelineConfig) -> EncodeConfig:
     return replace(enc, gop_seconds=gop, max_kbps=enc.max_kbps or (STREAM_KBPS if streaming else 0))
 
 
+def likely_stages(config: PipelineConfig) -> list[str]:
+    """The stage classes ``plan`` will want, known before it runs (their processes start first: pipeline.hosts);
+    downstream first, as the supervisor starts them."""
+    return [ENCODE, TIMESTAMP, *([AUDIO] if config.audio.sources else []), SCREEN]
+
+
 def plan(config: PipelineConfig) -> Plan:
     """The stages, links and rings of a screen recording to ``config.outputs``."""
     if not config.outputs:
@@ -97,16 +107,16 @@ def plan(config: PipelineConfig) -> Plan:
     folder = replay_folder(config)
     fps = config.screen.fps
     screen = StageSpec(
-        "screen", "stages.video.screen:ScreenCapture", config.screen, rings={"ring": "video"}, source=True,
+        "screen", SCREEN, config.screen, rings={"ring": "video"}, source=True,
         summary=f"{rect['width']}x{rect['height']} at {rect['left']},{rect['top']}, {fps:g} fps, "
                 f"backend {config.screen.backend}",
     )  # fmt: skip
     timestamp = StageSpec(
-        "timestamp", "stages.video.timestamp:Timestamper", config.timestamp, inputs={"frames": "screen.frames"},
+        "timestamp", TIMESTAMP, config.timestamp, inputs={"frames": "screen.frames"},
         extra={"fps": fps}, summary=config.timestamp.mode,
     )  # fmt: skip
     encode = StageSpec(
-        "encode", "stages.video.encode:Encoder", enc, inputs={"video": "timestamp.placed"},
+        "encode", ENCODE, enc, inputs={"video": "timestamp.placed"},
         extra={"fps": fps, "mode": config.timestamp.mode,
                "outputs": [output_settings(o, folder) for o in config.outputs]},
         rings={"ring": "video"},
@@ -137,6 +147,6 @@ def audio_stage(audio: AudioConfig) -> tuple[StageSpec, RingSpec]:
     tracks = len(audio.sources) + (1 if audio.mix else 0)
     slots = max(4, math.ceil(audio.ring_seconds * OUT_RATE / block) * tracks)
     sources = ", ".join(audio.sources) + (" + mix" if audio.mix else "")
-    spec = StageSpec("audio", "stages.audio.capture:AudioCapture", audio, rings={"ring": "audio"}, source=True,
+    spec = StageSpec("audio", AUDIO, audio, rings={"ring": "audio"}, source=True,
                      essential=False, summary=f"{sources}, {OUT_RATE // 1000} kHz")  # fmt: skip
     return spec, RingSpec("audio", Geometry(block, audio.channels, block * 4), slots, "audio blocks, audio -> encode")

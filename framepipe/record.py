@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from framepipe.plan import plan
+from framepipe.plan import likely_stages, plan
 from pipeline.clock import NS_PER_S, now_ns
-from pipeline.config import PipelineConfig
+from pipeline.config import AudioConfig, PipelineConfig
 from pipeline.errors import SetupError
 from pipeline.graph import RingSpec
+from pipeline.hosts import StageHosts
 from pipeline.ring import ring_bytes
 from pipeline.stage import StageState
 from pipeline.steering import RecordingState
 from pipeline.supervisor import Outcome, Supervisor
-from stages.audio.devices import in_audio_process
+from stages.audio.devices import in_audio_process, pulse_answers
 from stages.outputs.formats import container_for, frame_rate, output_size, public_url
 from stages.outputs.paths import release, reserve
 
@@ -449,15 +450,31 @@ def check_outputs(job: RecordJob) -> None:
 
 def record(job: RecordJob) -> int:
     """Run one recording; 0 when everything went well, 1 if a stage or an output failed (the files are kept)."""
-    if not job.dry_run:
-        check_outputs(job)
-    graph = plan(job.config)
     if job.dry_run:
-        print("\n".join(graph.lines()))
+        print("\n".join(plan(job.config).lines()))
         return 0
-    if job.config.audio.sources:
-        in_audio_process("check_sources", job.config.audio.sources, job.config.audio.missing)  # a wrong --audio:
-        # one line, nothing started
+    with StageHosts(likely_stages(job.config)) as hosts:  # they import their libraries while we plan
+        return run_job(job, hosts)
+
+
+def check_audio(audio: AudioConfig) -> None:
+    """Sources that must be there (named with --audio): a wrong one is one line before anything starts.
+    The microphone and the computer's sound are checked in the audio stage (a PortAudio probe here costs a
+    process and 0.2-0.5 s of start-up): only whether a sound server answers, for ``system``."""
+    if audio.missing != "fail":
+        return
+    if any(s not in ("default", "system") for s in audio.sources):
+        in_audio_process("check_sources", audio.sources, audio.missing)
+    elif "system" in audio.sources and not pulse_answers():
+        raise SetupError("audio source 'system' needs PulseAudio (or PipeWire's pulse server), and none answers "
+                         "here: start one, or record without --audio system")  # fmt: skip
+
+
+def run_job(job: RecordJob, hosts: StageHosts) -> int:
+    """The recording itself, with its stage processes already starting."""
+    check_outputs(job)
+    graph = plan(job.config)
+    check_audio(job.config.audio)
     status = StatusLine(job.config.screen.fps, job.status_line and sys.stderr.isatty())
     grid = round(NS_PER_S / job.config.screen.fps)
     series = RingSeries()
@@ -472,7 +489,7 @@ def record(job: RecordJob) -> int:
         stages, list(graph.rings), job.duration_s, on_tick=on_tick, grid_ns=grid,
         status_of=status_of(job.config), period_ns=float(NS_PER_S / frame_rate(job.config.screen.fps)),
         outputs=tuple(o.path or o.url or o.kind for o in job.config.outputs),
-        replay=any(o.kind == "replay" for o in job.config.outputs),
+        replay=any(o.kind == "replay" for o in job.config.outputs), hosts=hosts,
     )  # fmt: skip
     try:
         outcome = supervisor.run()

@@ -284,6 +284,23 @@ def stage_class(target: str) -> type[Stage]:
     return cls
 
 
+def host_stage(target: str, control: Connection) -> None:
+    """Entry point of a stage process started before its plan (``pipeline.hosts``): import the stage's
+    module now, then run it with the context that comes down ``control`` (none: it was not needed)."""
+    for sig in QUIET_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, QUIET_SIGNALS)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    with contextlib.suppress(Exception):  # a failing import is reported by run_stage, in words
+        stage_class(target)
+    try:
+        ctx = control.recv()
+    except (EOFError, OSError):
+        return
+    control.close()
+    run_stage(target, ctx)
+
+
 def run_stage(target: str, ctx: StageContext) -> None:
     """Entry point of a stage process (spawned by the supervisor); ``target`` names the stage class.
 

@@ -1,8 +1,9 @@
 """The supervisor (process framepipe): starts stages, forwards control, gathers stats.
 
-It creates the rings, spawns every stage (``spawn``: no fork of X, PortAudio
-or x264 state), waits until all are ready, fixes ``base_time`` and starts
-them. Stop goes to the sources only: their end of stream flows down the data
+It creates the rings, hands each stage its context (to a process started before the plan,
+``pipeline.hosts``, or a new one: ``spawn``, no fork of X, PortAudio or x264 state), waits until the
+essential ones are ready, fixes ``base_time`` and starts them; audio joins when it is ready.
+Stop goes to the sources only: their end of stream flows down the data
 path, so the timestamper and encoder drain and the file is closed in order.
 SIGINT/SIGTERM start that clean stop; a second one forces a fast stop that
 still closes the file. A stage that dies is reported in one line; the others
@@ -28,12 +29,13 @@ from pipeline import messages as msg
 from pipeline.clock import NS_PER_S, now_ns
 from pipeline.errors import StageError
 from pipeline.graph import RingSpec, StageSpec
+from pipeline.hosts import StageHosts, start_quietly
 from pipeline.ring import Ring, ring_bytes
 from pipeline.shm import check_free, segment_name, sweep_stale
-from pipeline.stage import GROUP_SIGNALS, QUIET_SIGNALS, StageContext, StageState, run_stage, set_process_name
+from pipeline.stage import GROUP_SIGNALS, StageContext, StageState, run_stage, set_process_name
 from pipeline.steering import STEER_SIGNALS, Steering
 
-START_LEAD_NS = 100_000_000  # base time lies this far after the go, so every stage starts on time
+START_LEAD_NS = 40_000_000  # base time lies this far after the go, so every stage starts on time
 READY_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 15.0  # after Stop: how long the stages may drain before a fast stop
 KILL_TIMEOUT_S = 5.0  # after a fast stop: how long before stages are killed
@@ -51,6 +53,7 @@ class StageRecord:
     state: str = StageState.STARTING.value
     info: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    started: bool = False  # Start was sent
     peak_private_mb: float = 0.0
     cpu_s: float = 0.0
     exitcode: int | None = None
@@ -100,6 +103,7 @@ class Supervisor:
         outputs: tuple[str, ...] = (),
         listen: bool = True,
         replay: bool = False,
+        hosts: StageHosts | None = None,
     ) -> None:
         self.specs = stages
         self.ring_specs = rings
@@ -118,6 +122,7 @@ class Supervisor:
         self.listen = listen
         self.replay = replay
         self.steering: Steering | None = None
+        self.hosts = hosts  # stage processes already started (pipeline.hosts); the rest are spawned
 
     # --- the whole run ----------------------------------------------------------------
 
@@ -146,15 +151,15 @@ class Supervisor:
             for ring in self.rings:  # before any stage (or the X server, for it) writes a page
                 ring.allocate()
             self._spawn(extra)
+            if self.hosts is not None:
+                self.hosts.close()  # what the plan did not need
             self._wait_ready()
             base = -(-(now_ns() + START_LEAD_NS) // self.grid_ns) * self.grid_ns
             self.outcome.base_time = base
             for record in self.outcome.stages.values():
-                self._send(record, msg.Start(base))
+                if record.state == StageState.READY:
+                    self._go(record)
             self.steering.started()
-            if self.duration_s:  # sources stop on the exact frame; the supervisor's own stop is a backstop
-                for record in self._live(source=True):
-                    self._send(record, msg.Stop(at=int(self.duration_s * NS_PER_S)))
             self._watch(base)
         finally:
             self._shutdown()
@@ -165,6 +170,15 @@ class Supervisor:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return self.outcome
+
+    def _go(self, record: StageRecord) -> None:
+        """Start a ready stage on the base time (a late one, such as audio, joins the running recording)."""
+        record.started = True
+        self._send(record, msg.Start(self.outcome.base_time))
+        if self.duration_s and record.spec.source:  # sources stop on the exact frame; ours is a backstop
+            self._send(record, msg.Stop(at=int(self.duration_s * NS_PER_S)))
+        elif self.outcome.stopped_ns and record.spec.source:  # the recording is already stopping
+            self._send(record, msg.Stop())
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum in STEER_SIGNALS:
@@ -205,14 +219,15 @@ class Supervisor:
                 rings=tuple(ring_names[ring] for ring in spec.rings.values()),
                 supervisor_pid=os.getpid(),
             )
-            process = ctx.Process(target=run_stage, args=(spec.stage, sctx), name=f"fp-{spec.name}", daemon=False)
-            # The child starts with group signals blocked (the mask survives exec) until run_stage ignores
-            # them: a Ctrl+C while it imports must not kill it. Ours stay pending, then arrive.
-            signal.pthread_sigmask(signal.SIG_BLOCK, QUIET_SIGNALS)
-            try:
-                process.start()
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, QUIET_SIGNALS)
+            host = self.hosts.take(spec.stage) if self.hosts is not None else None
+            if host is not None:  # started before the plan, its libraries imported: it gets its context now
+                process = host.process
+                host.control.send(sctx)
+                host.control.close()
+            else:
+                process = ctx.Process(target=run_stage, args=(spec.stage, sctx), name=f"fp-{spec.name}",
+                                      daemon=False)  # fmt: skip
+                start_quietly(process)
             child.close()
             self.outcome.stages[spec.name] = StageRecord(spec, process, parent)
         for reader, writer in pipes.values():  # only the stages hold data pipes: EOF means a stage ended
@@ -220,8 +235,9 @@ class Supervisor:
             writer.close()
 
     def _wait_ready(self) -> None:
+        """Until every essential stage is ready (a stage that may be left out, audio, joins when it is)."""
         deadline = now_ns() + int(READY_TIMEOUT_S * NS_PER_S)
-        while any(r.state == StageState.STARTING for r in self.outcome.stages.values()):
+        while any(r.state == StageState.STARTING and r.spec.essential for r in self.outcome.stages.values()):
             self._pump(0.2)
             if self.on_tick:
                 self.on_tick(self)
@@ -322,6 +338,8 @@ class Supervisor:
         if isinstance(message, msg.State):
             record.state = message.state
             record.info.update(message.info)
+            if message.state == StageState.READY and self.outcome.base_time and not record.started:
+                self._go(record)
         elif isinstance(message, msg.Stats):
             record.stats.update(message.values)
         elif isinstance(message, msg.Warning):

@@ -102,7 +102,9 @@ def test_system_audio_stays_within_a_frame_of_the_picture(rig: Rig, pulse_env: d
     assert abs(report.length_diff_ms) <= FRAME_MS, report.summary()  # the audio is as long as the video
     assert decodes_cleanly(out) == ""
     source = stats["audio"]["sources"]["system"]
-    assert source["silence_ms"] == 0 and source["stopped"] == 0 and source["overflows"] == 0, source
+    # the recording does not wait for PortAudio: a stream that opened a moment after the video started leaves
+    # that moment as counted silence at the start (and only there: the rest is the device's own samples)
+    assert source["silence_ms"] <= 250 and source["stopped"] == 0 and source["overflows"] == 0, source
     assert abs(source["samples_written"] - 10 * 48_000) <= 1024 and source["samples_captured"] > 0
     assert stats["audio"]["encoded_samples"]["system"] == source["samples_written"]  # every sample made is in the file
     assert stats["frames"]["dropped"] == 0, stats["frames"]

@@ -3,9 +3,11 @@
 Each source is one PortAudio input stream; its callback only copies the block and notes the clock
 and ``status.input_overflow``. The stage's loop places blocks on the output timeline
 (``SourceTimeline``: sample counts anchored to the pipeline clock, drift corrected) and, for every
-block of running time, writes one slot per track into the audio ring (the sources, then the mix)
-and tells the encoder with an ``AudioBlock``. A block waits for late devices at most
-``max_delay_ms``, then silence fills in. A source that stops (device unplugged, sink unloaded)
+block of running time, writes one slot per track into the audio ring (the mix, then the sources)
+and tells the encoder with an ``AudioBlock``. The stage is ready once its streams are open (the
+recording does not wait for it); its first blocks wait until the clock fits have settled
+(SETTLE_WAIT_NS). A block waits for late devices at most ``max_delay_ms``, then silence fills in.
+A source that stops (device unplugged, sink unloaded)
 becomes counted silence with a warning and is reopened every REOPEN_NS; the others and the video
 go on.
 """
@@ -36,7 +38,8 @@ PCM_F32P = 2  # slot pixfmt: planar float32 samples, one row per channel
 STALL_NS = NS_PER_S  # an open source silent this long is reported once ...
 FIRST_DATA_NS = 3 * NS_PER_S  # ... and a new stream this long (a PulseAudio monitor can take 2 s to start)
 REOPEN_NS = 2 * NS_PER_S  # a source that stopped is tried again this often
-READY_WAIT_NS = 3 * NS_PER_S  # open(): wait at most this long for every source's clock to settle
+SETTLE_WAIT_NS = 3 * NS_PER_S  # blocks wait at most this long after open() for every source's clock to settle
+# (the stream records from the start; its first blocks are placed once its latency reports have settled)
 LOOP_S = 0.01  # the loop looks at the sources this often
 
 
@@ -213,10 +216,7 @@ class AudioCapture(Source):
         self.mixed = config.mix and len(self.sources) > 1  # a mix of one source would be the same track again
         self.tracks = (["mix"] if self.mixed else []) + [s.name for s in self.sources]
         self.ctx.send("blocks", msg.AudioTracks(self.tracks, OUT_RATE, self.channels))
-        deadline = now_ns() + READY_WAIT_NS
-        while now_ns() < deadline and not all(s.timeline.fit.settled for s in self.sources):
-            self._service(now_ns(), 0)
-            self.ctx.control.poll(LOOP_S)
+        self.settle_by = now_ns() + SETTLE_WAIT_NS
         return {"tracks": self.tracks, "sources": {s.name: s.choice.label for s in self.sources}}
 
     def start(self) -> None:
@@ -244,6 +244,9 @@ class AudioCapture(Source):
             last = self.next + self.block if self.end is None else min(self.next + self.block, self.end)
             due = self.base_time + last * NS_PER_S // OUT_RATE + self.max_delay
             live = [s for s in self.sources if s.live]  # none live: blocks go out as their time passes
+            warming = any(not s.timeline.fit.settled for s in live)
+            if warming and now < self.settle_by:  # placed once the clock is learnt (recording all the while)
+                break
             if now < due and not (live and all(s.timeline.ready(last) for s in live)):
                 break
             self._emit(last, self.base_time)

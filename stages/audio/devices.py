@@ -15,6 +15,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -140,6 +141,23 @@ def probe_inputs() -> dict[str, Any]:
     """``list_inputs`` in a fresh process (``framepipe devices``, tune)."""
     result: dict[str, Any] = in_audio_process("list_inputs")
     return result
+
+
+def pulse_answers() -> bool:
+    """Whether a PulseAudio server (or PipeWire's) answers on its Unix socket (no PortAudio, no process);
+    a TCP server is taken as answering (the stage finds out)."""
+    server = os.environ.get("PULSE_SERVER", "")
+    if server and not server.startswith(("unix:", "/")):
+        return True
+    path = server.removeprefix("unix:") or os.path.join(
+        os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}", "pulse", "native")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def check_sources(sources: tuple[str, ...], missing: str = "fail") -> list[str]:
