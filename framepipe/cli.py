@@ -1,4 +1,4 @@
-"""The ``framepipe`` command: record, ctl, plan, demo, bench, tune, devices.
+"""The ``framepipe`` command: record, ctl, plan, demo, bench, tune, devices, gui.
 
 Every mistake people can fix ends as one line on stderr and exit status 2.
 """
@@ -84,7 +84,7 @@ def build_parser() -> Parser:
 
     rec = sub.add_parser("record", help="record the screen (Ctrl+C or `framepipe ctl stop` stops and saves)")
     rec.add_argument("output", nargs="?", help="output file: .mkv (default choice), .mp4 or .mov (fragmented); "
-                     "may be left out when the --config file has [[output]] tables")
+                     "left out: ~/Videos/Recording DATE at TIME.mkv (the XDG videos folder), printed")
     rec.add_argument("--duration", type=positive, help="stop after this many seconds (default: until Ctrl+C)")
     add_pipeline_flags(rec)
     rec.add_argument("--replay", type=positive, metavar="SECONDS",
@@ -138,6 +138,8 @@ def build_parser() -> Parser:
                       help="full (default), or quick: the defaults only, confirmed (a smoke test)")
     tune.add_argument("--show", action="store_true", help="print this machine's tuned profile and stop")
 
+    sub.add_parser("gui", help="a small recording bar: pick the microphone and what to record; record, pause, stop")
+
     dev = sub.add_parser("devices", help="list monitors and audio inputs")
     dev.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -166,8 +168,12 @@ def audio_sources(args: argparse.Namespace) -> tuple[str, ...] | None:
 def cmd_record(args: argparse.Namespace) -> int:
     from framepipe.record import RecordJob, record
 
+    config, extra = pipeline_config(args), flag_outputs(args)
+    output = args.output
+    if output is None and not config.outputs and not extra:
+        output = default_output(create=not args.dry_run)
     job = RecordJob(
-        config=cfg.with_output(pipeline_config(args), args.output, flag_outputs(args)),
+        config=cfg.with_output(config, output, extra),
         duration_s=args.duration,
         overwrite=args.overwrite,
         stats_json=args.stats_json,
@@ -175,6 +181,21 @@ def cmd_record(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     return record(job)
+
+
+def default_output(create: bool = True) -> str:
+    """No output named: a new ``Recording YYYY-MM-DD at HH.MM.SS.mkv`` in the videos folder, printed."""
+    from framepipe.plan import recording_name, videos_folder
+
+    folder = videos_folder()
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {folder} ({exc.strerror}): give an output file") from None
+    path = str(recording_name(folder))
+    print(path, flush=True)
+    return path
 
 
 def flag_outputs(args: argparse.Namespace) -> tuple[cfg.OutputConfig, ...]:
@@ -279,11 +300,17 @@ def audio_lines(audio: dict[str, Any]) -> list[str]:
     return lines or ["audio: no inputs"]
 
 
+def cmd_gui(args: argparse.Namespace) -> int:
+    from framepipe.gui import main as gui
+
+    return gui()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"record": cmd_record, "ctl": cmd_ctl, "plan": cmd_plan, "demo": cmd_demo, "bench": cmd_bench,
-                    "tune": cmd_tune, "devices": cmd_devices}  # fmt: skip
+                    "tune": cmd_tune, "devices": cmd_devices, "gui": cmd_gui}  # fmt: skip
         return commands[args.command](args)
     except FramepipeError as exc:
         print(f"framepipe: {exc}", file=sys.stderr)
