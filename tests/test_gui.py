@@ -101,14 +101,14 @@ def test_without_a_display_it_says_so_in_one_line() -> None:
 class BarProcess:
     """``framepipe gui`` on ``display`` with HOME ``home``; the bar tells where its buttons are (its widgets file)."""
 
-    def __init__(self, display: str, home: Path, runtime: Path) -> None:
+    def __init__(self, display: str, home: Path, runtime: Path, **env: str) -> None:
         self.display = display
         self.home = home
         self.places = home / "bar.json"
         self.places.unlink(missing_ok=True)
         self.env = {**os.environ, "DISPLAY": display, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
                     "XDG_RUNTIME_DIR": str(runtime), "FRAMEPIPE_GUI_WIDGETS": str(self.places)}  # fmt: skip
-        self.env.pop("PULSE_SERVER", None)
+        self.env.update(env)
         self.proc = subprocess.Popen(framepipe_cmd("gui"), env=self.env, stderr=subprocess.PIPE, text=True)
         self.window = self._find_window()
 
@@ -188,10 +188,13 @@ def wait_state(env: dict[str, str], state: str, timeout: float = 40) -> dict[str
 def home(tmp_path: Path, runtime_dir: Path) -> Path:
     """A fresh HOME; system audio off and no microphone (no sound server in these tests)."""
     folder = tmp_path / "home"
-    settings_file = folder / ".config" / "framepipe" / "gui.json"
-    settings_file.parent.mkdir(parents=True)
-    settings_file.write_text(json.dumps({"microphone": "none", "system_audio": False}))
+    settings_file(folder).parent.mkdir(parents=True)
+    settings_file(folder).write_text(json.dumps({"microphone": "none", "system_audio": False}))
     return folder
+
+
+def settings_file(home: Path) -> Path:
+    return home / ".config" / "framepipe" / "gui.json"
 
 
 @pytest.fixture
@@ -313,6 +316,20 @@ def test_a_stop_from_ctl_shows_in_the_bar(virtual_screen: VirtualScreen, bars: l
     doc = bar.wait(face="saved", phase="saved")
     assert doc["path"] == stopped["outputs"][0] and Path(doc["path"]).stat().st_size > 0
     assert set(doc["widgets"]) == {"play", "show", "new"}
+
+
+@NEEDS_XDOTOOL
+def test_a_recording_that_cannot_start_says_why_in_the_bar(virtual_screen: VirtualScreen, bars: list[BarProcess],
+                                                           home: Path, runtime_dir: Path) -> None:  # fmt: skip
+    bar = BarProcess(virtual_screen.display, home, runtime_dir, PULSE_SERVER="unix:/nonexistent/pulse")
+    bars.append(bar)
+    bar.wait(face="setup", mics_found=True)
+    bar.click("system")  # the computer's sound, with no sound server to give it
+    bar.key("r")
+    doc = bar.wait(face="setup", phase="failed")
+    assert "system" in doc["message"] and "PulseAudio" in doc["message"], doc
+    assert videos(home) == []  # nothing written
+    assert json.loads(settings_file(home).read_text())["system_audio"] is True  # the choice is remembered
 
 
 def test_record_without_an_output_goes_to_the_videos_folder(virtual_screen: VirtualScreen, tmp_path: Path) -> None:

@@ -320,7 +320,7 @@ class Bar:
         if phase is Phase.IDLE:
             self.show("setup")
         elif phase is Phase.FAILED:
-            self._say(self.setup_error, "" if self.cancelled else snap.message)
+            self._say(self.setup_error, "" if self.cancelled else snap.message.removeprefix("framepipe: "))
             self._go_home()
             self.show("setup")
         elif phase is Phase.SAVED:
