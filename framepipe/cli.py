@@ -138,10 +138,10 @@ def build_parser() -> Parser:
                       help="full (default), or quick: the defaults only, confirmed (a smoke test)")
     tune.add_argument("--show", action="store_true", help="print this machine's tuned profile and stop")
 
-    sub.add_parser("gui", help="a small recording bar: pick the microphone and what to record; record, pause, stop")
-
     dev = sub.add_parser("devices", help="list monitors and audio inputs")
     dev.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("gui", help="a small recording bar: pick the microphone and what to record; record, pause, stop")
     return parser
 
 
@@ -166,14 +166,11 @@ def audio_sources(args: argparse.Namespace) -> tuple[str, ...] | None:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    args.output = default_output(args)
     from framepipe.record import RecordJob, record
 
-    config, extra = pipeline_config(args), flag_outputs(args)
-    output = args.output
-    if output is None and not config.outputs and not extra:
-        output = default_output(create=not args.dry_run)
     job = RecordJob(
-        config=cfg.with_output(config, output, extra),
+        config=cfg.with_output(pipeline_config(args), args.output, flag_outputs(args)),
         duration_s=args.duration,
         overwrite=args.overwrite,
         stats_json=args.stats_json,
@@ -183,12 +180,15 @@ def cmd_record(args: argparse.Namespace) -> int:
     return record(job)
 
 
-def default_output(create: bool = True) -> str:
-    """No output named: a new ``Recording YYYY-MM-DD at HH.MM.SS.mkv`` in the videos folder, printed."""
+def default_output(args: argparse.Namespace) -> str | None:
+    """The output path: as given; None when the --config, --stream or --replay give the outputs; else a new
+    ``Recording YYYY-MM-DD at HH.MM.SS.mkv`` in the videos folder (created), printed."""
+    if args.output is not None or args.stream or args.replay is not None or config_has_outputs(args.config):
+        return str(args.output) if args.output is not None else None
     from framepipe.plan import recording_name, videos_folder
 
     folder = videos_folder()
-    if create:
+    if not args.dry_run:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -196,6 +196,19 @@ def default_output(create: bool = True) -> str:
     path = str(recording_name(folder))
     print(path, flush=True)
     return path
+
+
+def config_has_outputs(path: str | None) -> bool:
+    """Whether the --config file has [[output]] tables (one that cannot be read: its loading will say why)."""
+    if path is None:
+        return False
+    import tomllib
+    from pathlib import Path
+
+    try:
+        return bool(tomllib.loads(Path(path).read_text(encoding="utf-8")).get("output"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return True
 
 
 def flag_outputs(args: argparse.Namespace) -> tuple[cfg.OutputConfig, ...]:
