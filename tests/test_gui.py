@@ -143,6 +143,17 @@ class BarProcess:
             time.sleep(0.05)
         raise AssertionError(f"the bar never showed {want}: {doc}")
 
+    def wait_overlay(self, timeout: float = 30) -> None:
+        """Until the recorder's selection overlay is up (and the bar is not on the screen)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.xdotool("search", "--onlyvisible", "--name", "^framepipe select$").stdout.split():
+                assert self.xdotool("search", "--onlyvisible", "--name", "^framepipe$").stdout.strip() == ""
+                time.sleep(0.5)  # its first picture drawn
+                return
+            time.sleep(0.1)
+        raise AssertionError("the recorder's overlay never appeared")
+
     def key(self, name: str) -> None:
         self.xdotool("windowfocus", "--sync", self.window)
         self.xdotool("key", name)
@@ -363,13 +374,12 @@ def test_drag_an_area_records_that_area_and_esc_cancels(virtual_screen: VirtualS
     bar.wait(face="setup", mics_found=True)
     bar.click("area")
     bar.key("r")
-    time.sleep(2)  # the recorder's overlay is up, the bar withdrawn
-    assert bar.xdotool("search", "--onlyvisible", "--name", "^framepipe$").stdout.strip() == ""
+    bar.wait_overlay()  # the recorder's overlay is up, the bar withdrawn
     bar.xdotool("key", "Escape")  # the overlay has the keyboard: Esc cancels the selection
     bar.wait(face="setup", phase="failed")
     assert videos(home) == []
     bar.key("r")
-    time.sleep(2)
+    bar.wait_overlay()
     bar.xdotool("mousemove", "400", "300", "mousedown", "1")
     bar.xdotool("mousemove", "720", "480")
     bar.xdotool("mousemove", "1040", "660", "mouseup", "1")
@@ -404,7 +414,7 @@ def test_pick_a_window_records_it_without_the_bar_over_it(virtual_screen: Virtua
         bar.wait(face="setup", mics_found=True)
         bar.click("window")
         bar.key("r")
-        time.sleep(2)
+        bar.wait_overlay()
         bar.xdotool("mousemove", "1500", "840", "click", "1")  # the magenta window, under the bar's corner
         wait_state(bar.env, "recording")
         doc = bar.wait(face="live", phase="recording")
