@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from PIL import Image
 
 from framepipe.gui import settings
 from framepipe.gui.bar import clock, microphones
-from framepipe.gui.recording import Choice, record_argv
+from framepipe.gui.recording import Choice, Controller, Phase, Snapshot, record_argv
 from framepipe.plan import recording_name, videos_folder
 from framepipe.proof import avsync, judge
 from framepipe.proof.testscreen import load_info, start_testscreen
@@ -93,6 +94,48 @@ def test_without_a_display_it_says_so_in_one_line() -> None:
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs a display" in lines[0] and "`framepipe record`" in lines[0], done.stderr
+
+
+class FixedController(Controller):
+    """The bar's controller with a snapshot the test sets (the view drawn by real Tk, in this process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = Snapshot()
+
+    def latest(self) -> Snapshot:
+        return self.now
+
+    def attach(self) -> bool:
+        return False
+
+
+def test_the_recording_face_shows_time_drops_in_amber_and_pause(virtual_screen: VirtualScreen,
+                                                                 own_config_dir: Path) -> None:  # fmt: skip
+    import tkinter as tk
+
+    from framepipe.gui.bar import Bar
+
+    root = tk.Tk(screenName=virtual_screen.display)
+    try:
+        controller = FixedController()
+        bar = Bar(root, controller)
+        controller.now = Snapshot(Phase.RECORDING, 1, recorded_s=65.4, path="/v/Recording.mkv")
+        bar.tick(reschedule=False)
+        assert bar.face == "live" and bar.time_label.cget("text") == "1:05"
+        assert str(bar.drops_label.cget("style")) == "Drops.TLabel" and bar.drops_label.cget("text") == "0 dropped"
+        assert bar.dot.itemcget(bar.dot_item, "fill") == "#e0342c" and bar.pause_button.cget("text") == "Pause"
+        controller.now = replace(controller.now, dropped=3)
+        bar.tick(reschedule=False)
+        assert str(bar.drops_label.cget("style")) == "Dropped.TLabel" and bar.drops_label.cget("text") == "3 dropped"
+        controller.now = replace(controller.now, phase=Phase.PAUSED)
+        bar.tick(reschedule=False)
+        assert bar.pause_button.cget("text") == "Resume" and bar.dot.itemcget(bar.dot_item, "fill") != "#e0342c"
+        controller.now = replace(controller.now, phase=Phase.SAVED)
+        bar.tick(reschedule=False)
+        assert bar.face == "saved" and bar.saved_path.cget("text") == "/v/Recording.mkv"
+    finally:
+        root.destroy()
 
 
 # --- the bar on a virtual screen ----------------------------------------------------------------

@@ -67,7 +67,7 @@ class Bar:
         self.settings = saved.load()
         self.monitors = self._monitors()
         self.mics: list[tuple[str, str]] = [("Looking for microphones...", self.settings.microphone)]
-        self._found_mics: list[tuple[str, str]] | None = None
+        self._found_mics: list[list[tuple[str, str]]] = []  # the worker thread appends the menu once
         self.mics_found = False
         self.rendered: tuple[Any, ...] = ()
         self.cancelled = False
@@ -97,7 +97,7 @@ class Bar:
                 root.bind_all(f"<KeyPress-{name}>", self._key(action))
         root.bind_all("<Escape>", lambda _e: self.cancel())
         self.show("setup")
-        threading.Thread(target=self._find_mics, name="fp-gui-devices", daemon=True).start()
+        threading.Thread(target=self._find_mics, args=(self._found_mics,), name="fp-gui-devices", daemon=True).start()
         if self.controller.attach():  # a recording is running (this bar's predecessor started it)
             self.rendered = ()
 
@@ -199,11 +199,13 @@ class Bar:
             width, height = self.root.winfo_screenwidth(), self.root.winfo_screenheight()
             return [{"index": 0, "left": 0, "top": 0, "width": width, "height": height}] * 2
 
-    def _find_mics(self) -> None:
-        """The audio inputs (the devices module lists them in a short-lived audio process): worker thread."""
+    @staticmethod
+    def _find_mics(found: list[list[tuple[str, str]]]) -> None:
+        """The audio inputs (the devices module lists them in a short-lived audio process): worker thread. It
+        holds no reference to the bar: Tk's variables must be freed in Tk's thread."""
         from framepipe.devices import list_audio
 
-        self._found_mics = microphones(list_audio())
+        found.append(microphones(list_audio()))
 
     # --- actions (keys and buttons) ------------------------------------------------------------------
 
@@ -294,9 +296,8 @@ class Bar:
             self.root.focus_set()
 
     def tick(self, reschedule: bool = True) -> None:
-        if self._found_mics is not None:
-            self._set_mics(self._found_mics)
-            self._found_mics = None
+        if self._found_mics and not self.mics_found:
+            self._set_mics(self._found_mics[0])
         snap = self.controller.latest()
         key = (snap.phase, int(snap.recorded_s), snap.dropped, snap.path, snap.message)
         if key != self.rendered:
