@@ -88,8 +88,9 @@ def test_the_recorder_command_line_of_each_choice() -> None:
     assert [clock(s) for s in (0, 9.9, 61, 3725)] == ["0:00", "0:09", "1:01", "1:02:05"]
 
 
-def test_without_a_display_it_says_so_in_one_line() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+@pytest.mark.parametrize("display", [None, ":4321"])  # none set; one nobody serves
+def test_without_a_display_it_says_so_in_one_line(display: str | None) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"} | ({"DISPLAY": display} if display else {})
     done = subprocess.run(framepipe_cmd("gui"), env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -136,6 +137,18 @@ def test_the_recording_face_shows_time_drops_in_amber_and_pause(virtual_screen: 
         assert bar.face == "saved" and bar.saved_path.cget("text") == "/v/Recording.mkv"
     finally:
         root.destroy()
+
+
+def test_the_desktop_file_names_the_bar() -> None:
+    import configparser
+
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.read(Path(__file__).parent.parent / "framepipe" / "gui" / "framepipe.desktop")
+    desktop = entry["Desktop Entry"]
+    assert desktop["Type"] == "Application" and desktop["Name"] == "framepipe" and desktop["Terminal"] == "false"
+    assert desktop["Exec"] == '"@EXEC@"'  # install.sh writes this checkout's .venv/bin/framepipe-gui there
+    install = (Path(__file__).parent.parent / "install.sh").read_text()
+    assert "framepipe/gui/framepipe.desktop" in install and "python3-tk" in install
 
 
 # --- the bar on a virtual screen ----------------------------------------------------------------
