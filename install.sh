@@ -14,6 +14,10 @@ done
 if python3 -c "import ensurepip, venv" 2>/dev/null; then
   missing=("${missing[@]/python3-venv/}")
 fi
+# The recording bar (framepipe gui) is Tk: Debian's python3 keeps tkinter in python3-tk.
+if ! python3 -c "import tkinter" 2>/dev/null && ! dpkg-query -W -f='${Status}' python3-tk 2>/dev/null | grep -q "install ok installed"; then
+  missing+=(python3-tk)
+fi
 missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
 if ((${#missing[@]})); then
   echo "install.sh: installing system packages: ${missing[*]}"
@@ -27,4 +31,9 @@ fi
 # compat: the checkout's path in a .pth file, not an import hook that every stage process would load
 .venv/bin/python -m pip install -q -e ".[dev]" --config-settings editable_mode=compat
 .venv/bin/python -m compileall -q pipeline stages framepipe  # bytecode ready even where Python may not write it
-echo "install.sh: done; run .venv/bin/framepipe --help"
+# The bar in the desktop's menus: a .desktop file naming this checkout's framepipe-gui.
+apps="${XDG_DATA_HOME:-$HOME/.local/share}/applications"
+mkdir -p "$apps"
+sed "s|@EXEC@|$PWD/.venv/bin/framepipe-gui|" framepipe/gui/framepipe.desktop > "$apps/framepipe.desktop"
+command -v update-desktop-database >/dev/null && update-desktop-database -q "$apps" || true
+echo "install.sh: done; run .venv/bin/framepipe --help, or framepipe from the desktop's menu"

@@ -1,4 +1,4 @@
-"""The ``framepipe`` command: record, ctl, plan, demo, bench, tune, devices.
+"""The ``framepipe`` command: record, ctl, plan, demo, bench, tune, devices, gui.
 
 Every mistake people can fix ends as one line on stderr and exit status 2.
 """
@@ -87,7 +87,7 @@ def build_parser() -> Parser:
 
     rec = sub.add_parser("record", help="record the screen (Ctrl+C or `framepipe ctl stop` stops and saves)")
     rec.add_argument("output", nargs="?", help="output file: .mkv (default choice), .mp4 or .mov (fragmented); "
-                     "may be left out when the --config file has [[output]] tables")
+                     "left out: ~/Videos/Recording DATE at TIME.mkv (the XDG videos folder), printed")
     rec.add_argument("--duration", type=positive, help="stop after this many seconds (default: until Ctrl+C)")
     add_pipeline_flags(rec)
     rec.add_argument("--replay", type=positive, metavar="SECONDS",
@@ -143,6 +143,8 @@ def build_parser() -> Parser:
 
     dev = sub.add_parser("devices", help="list monitors and audio inputs")
     dev.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("gui", help="a small recording bar: pick the microphone and what to record; record, pause, stop")
     return parser
 
 
@@ -168,6 +170,7 @@ def audio_sources(args: argparse.Namespace) -> tuple[str, ...] | None:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    args.output = default_output(args)
     from framepipe.record import RecordJob, record
 
     job = RecordJob(
@@ -179,6 +182,37 @@ def cmd_record(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     return record(job)
+
+
+def default_output(args: argparse.Namespace) -> str | None:
+    """The output path: as given; None when the --config, --stream or --replay give the outputs; else a new
+    ``Recording YYYY-MM-DD at HH.MM.SS.mkv`` in the videos folder (created), printed."""
+    if args.output is not None or args.stream or args.replay is not None or config_has_outputs(args.config):
+        return str(args.output) if args.output is not None else None
+    from framepipe.plan import recording_name, videos_folder
+
+    folder = videos_folder()
+    if not args.dry_run:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {folder} ({exc.strerror}): give an output file") from None
+    path = str(recording_name(folder))
+    print(path, flush=True)
+    return path
+
+
+def config_has_outputs(path: str | None) -> bool:
+    """Whether the --config file has [[output]] tables (one that cannot be read: its loading will say why)."""
+    if path is None:
+        return False
+    import tomllib
+    from pathlib import Path
+
+    try:
+        return bool(tomllib.loads(Path(path).read_text(encoding="utf-8")).get("output"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return True
 
 
 def flag_outputs(args: argparse.Namespace) -> tuple[cfg.OutputConfig, ...]:
@@ -283,11 +317,17 @@ def audio_lines(audio: dict[str, Any]) -> list[str]:
     return lines or ["audio: no inputs"]
 
 
+def cmd_gui(args: argparse.Namespace) -> int:
+    from framepipe.gui import main as gui
+
+    return gui()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"record": cmd_record, "ctl": cmd_ctl, "plan": cmd_plan, "demo": cmd_demo, "bench": cmd_bench,
-                    "tune": cmd_tune, "devices": cmd_devices}  # fmt: skip
+                    "tune": cmd_tune, "devices": cmd_devices, "gui": cmd_gui}  # fmt: skip
         return commands[args.command](args)
     except FramepipeError as exc:
         print(f"framepipe: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,16 @@ def videos_folder() -> Path:
     except OSError:
         pass
     return home / "Videos"
+
+
+def recording_name(folder: Path, when: datetime | None = None) -> Path:
+    """A new file name in ``folder``: ``Recording YYYY-MM-DD at HH.MM.SS.mkv`` (`` (2)``... when taken)."""
+    stem = f"Recording {(when or datetime.now()):%Y-%m-%d at %H.%M.%S}"
+    path, n = folder / f"{stem}.mkv", 1
+    while os.path.lexists(path):
+        n += 1
+        path = folder / f"{stem} ({n}).mkv"
+    return path
 
 
 def encoder_settings(config: PipelineConfig) -> EncodeConfig:

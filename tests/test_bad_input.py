@@ -10,7 +10,6 @@ from conftest import framepipe_segments, run_framepipe
 from framepipe.proof.xvfb import VirtualScreen
 
 CASES = [
-    ((), "no output: give an output file"),
     (("--fps", "abc"), "argument --fps: invalid float value"),
     (("--fps", "0"), "screen.fps = 0.0 is out of range; allowed: 1 to 240"),
     (("--fps", "500"), "allowed: 1 to 240"),

@@ -119,7 +119,6 @@ def test_a_failing_output_leaves_the_others_whole(virtual_screen: VirtualScreen,
         ('[[output]]\nkind = "replay"\nseconds = 0\n', "a replay buffer keeps more than 0 seconds"),
         ('[[output]]\nkind = "replay"\n[[output]]\nkind = "replay"\n', "are both replay buffers: keep one"),
         ('[[output]]\npath = "a.avi"\n', "cannot write .avi: name the output .mkv, .mp4 or .mov"),
-        ("[screen]\nfps = 60\n", "no output: give an output file"),
         ('[[output]]\nkind = "disk"\n', "choose one of: file, stream, replay"),
     ],
 )
