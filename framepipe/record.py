@@ -304,6 +304,8 @@ def audio_section(capture: dict[str, Any], encoded: dict[str, Any]) -> dict[str,
         "ring_peak": capture.get("ring_peak", 0),
         "encoded_samples": written,
         "sources": capture.get("sources", {}),
+        "library_lines": capture.get("library_lines", 0),  # PortAudio's and ALSA's own stderr, kept off the terminal
+        "library_last": capture.get("library_last", []),
     }
 
 

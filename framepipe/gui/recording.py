@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import AudioConfig
 from pipeline.control import ControlError, request, running
 from pipeline.shm import pid_alive
 
@@ -41,6 +42,9 @@ class Phase(StrEnum):
     STOPPING = "stopping"  # stop asked; the files are closing
     SAVED = "saved"  # the recording ended; ``path`` holds it
     FAILED = "failed"  # it ended without a file; ``message`` says why
+
+
+CALL_SOURCES = AudioConfig().sources  # the microphone and the sound of the computer
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ def record_argv(choice: Choice) -> list[str]:
         argv += ["--select", "window"]
     else:
         argv += ["--monitor", str(choice.monitor)]
+    if choice.sources == CALL_SOURCES:  # the recorder's default: either left out, in one line, where missing
+        return argv
     for source in choice.sources:
         argv += ["--audio", source]
     return argv + ([] if choice.sources else ["--no-audio"])

@@ -30,7 +30,7 @@ from pipeline.errors import SetupError
 from pipeline.ring import FLAG_DISCONT, Ring, SlotHeader
 from pipeline.stage import Source
 from stages.audio.clockfit import Block
-from stages.audio.devices import DeviceChoice, NoDefaultInput, portaudio, quiet_stderr, resolve
+from stages.audio.devices import DeviceChoice, LibraryChatter, NoDefaultInput, portaudio, quiet_stderr, resolve
 from stages.audio.resample import SourceTimeline
 from stages.outputs.formats import OUT_RATE
 
@@ -186,6 +186,7 @@ class AudioCapture(Source):
 
     def open(self) -> dict[str, Any]:
         config: AudioConfig = self.ctx.config
+        self.chatter = LibraryChatter()  # PortAudio's own lines go to the stats, not the terminal
         self.ring = Ring.attach(self.ctx.extra["ring"])
         g = self.ring.geometry
         self.block, self.channels = g.width, g.height
@@ -296,6 +297,7 @@ class AudioCapture(Source):
             "rate": OUT_RATE,
             "recorded_s": round(getattr(self, "next", 0) / OUT_RATE, 3),
             "sources": {s.name: s.stats() for s in self.sources},
+            **self.chatter.stats(),
         }
 
     def close(self) -> None:
@@ -304,3 +306,5 @@ class AudioCapture(Source):
         self.views = []
         if hasattr(self, "ring"):
             self.ring.close()
+        if hasattr(self, "chatter"):
+            self.chatter.close()

@@ -18,6 +18,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +65,43 @@ def quiet_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+class LibraryChatter:
+    """The audio process's C-level stderr, kept out of the terminal for the stage's life: PortAudio's and
+    ALSA's own lines (``Expression '...' failed`` when a device goes away) are counted and the last ones
+    kept for the stats; the stage says what happened in words instead (fp-audio)."""
+
+    KEEP = 20  # last lines kept
+
+    def __init__(self) -> None:
+        sys.stderr.flush()
+        self.lines: deque[str] = deque(maxlen=self.KEEP)
+        self.count = 0
+        self._saved = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self._thread = threading.Thread(target=self._read, args=(read,), name="fp-audio-stderr", daemon=True)
+        self._thread.start()
+
+    def _read(self, fd: int) -> None:
+        with open(fd, "rb", buffering=0) as pipe:
+            for raw in iter(pipe.readline, b""):
+                text = raw.decode("utf-8", "replace").strip()
+                if text:
+                    self.count += 1
+                    self.lines.append(text[:200])
+
+    def stats(self) -> dict[str, Any]:
+        return {"library_lines": self.count, "library_last": list(self.lines)}
+
+    def close(self) -> None:
+        """Put stderr back (the reader ends when the pipe's last writer is gone)."""
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._thread.join(1.0)
 
 
 def portaudio() -> Any:
