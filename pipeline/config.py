@@ -7,7 +7,7 @@ naming the key and what is allowed.
 
 TOML layout (every table and key optional)::
 
-    [screen]     fps, monitor, region, backend, ring_seconds, affinity, nice
+    [screen]     fps, monitor, region, backend, ring_seconds, window, affinity, nice
     [timestamp]  mode, affinity, nice
     [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, output_height, overload, affinity, nice
     [audio]      sources, mix, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
@@ -57,6 +57,7 @@ class ScreenConfig(StageConfig):
     region: tuple[int, ...] = _opt(())  # x, y, width, height within the screen; empty: whole monitor
     backend: str = _opt("auto", choices=BACKENDS)  # grab backend: xshm writes into the ring, mss copies once
     ring_seconds: float = _opt(1.0, lo=0.05, hi=10)  # video ring size, in seconds of frames
+    window: str = _opt("")  # record one window: an id (0x...), a title or class substring, or "pick"; empty: the screen
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,8 @@ def _check_section(section: str, config: Any) -> None:
         raise ConfigError(
             f"{section}.region must be x, y, width, height with width and height at least 16, not {list(region)}"
         )
+    if isinstance(config, ScreenConfig) and config.window and config.region:
+        raise ConfigError(f"{section}.window and {section}.region both choose what is recorded: give one of them")
     if isinstance(config, AudioConfig):
         _check_audio(section, config)
     if isinstance(config, EncodeConfig) and 0 < config.gop_seconds < 0.1:
