@@ -169,3 +169,33 @@ def test_a_window_name_matching_nothing_or_several_is_one_line(windows: Windows,
     assert f"{int(wid, 16):#x}" in lines[0] and f"{int(cover, 16):#x}" in lines[0]  # several: listed
     listed = run_framepipe("devices", display=windows.display)
     assert f"window {int(wid, 16):#x}: 'framepipe test window' class 'FramepipeTest', 640x360 at 0,0" in listed.stdout
+
+
+def test_a_screen_resize_is_followed_the_file_keeps_its_size(tmp_path: Path) -> None:
+    from framepipe.proof.xrandr import set_screen_size
+
+    info, out, stats_path = tmp_path / "screen.json", tmp_path / "xrandr.mkv", tmp_path / "xrandr.stats.json"
+    with VirtualScreen(1280, 720) as screen:
+        painter = start_testscreen(screen.display, 60, info_path=info)
+        try:
+            proc = start_record(screen.display, out, "--duration", "7", "--stats-json", str(stats_path))
+            time.sleep(3.5)
+            set_screen_size(screen.display, 960, 540)  # xrandr: the whole screen is now 3/4 of its size
+            time.sleep(2)
+            set_screen_size(screen.display, 1280, 720)  # and back
+            err = finish(proc)
+        finally:
+            painter.terminate()
+            painter.wait(10)
+    stats = json.loads(stats_path.read_text())
+    screen_stats = stats["stages"]["screen"]["stats"]
+    frames = _read_scaled_or_not(out, load_info(info)["code_rect"], (960, 540))
+    report = judge.judge(frames, 1 / 60)
+    print(f"\nscreen 1280x720 -> 960x540 -> 1280x720: {report.summary()}; resizes {screen_stats['resizes']}, "
+          f"scaled frames {screen_stats['scaled_frames']}")  # fmt: skip
+    assert "ShmGetImage" not in err and stats["warnings"] == [], err
+    assert size_of(out) == (1280, 720)
+    assert screen_stats["resizes"] == 2 and 0 < screen_stats["scaled_frames"] < screen_stats["captured"], screen_stats
+    # Xvfb replaces its framebuffer on a resize: black until the painter's next state, so a grab in between
+    # may show no code (the screen's moment, not the recorder's).
+    assert report.unreadable <= 2 and abs(report.frames_written - 420) <= 2, report.summary()
