@@ -143,6 +143,10 @@ def resolve_window(screen: ScreenConfig) -> tuple[ScreenConfig, WindowInfo | Non
     from stages.video.x11windows import find_window
 
     window = find_window(screen.window)
+    if screen.window == "pick":
+        import sys
+
+        print(f"framepipe: picked {window.line()}", file=sys.stderr)
     return replace(screen, window=f"{window.id:#x}"), window
 
 

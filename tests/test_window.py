@@ -199,3 +199,19 @@ def test_a_screen_resize_is_followed_the_file_keeps_its_size(tmp_path: Path) -> 
     # Xvfb replaces its framebuffer on a resize: black until the painter's next state, so a grab in between
     # may show no code (the screen's moment, not the recorder's).
     assert report.unreadable <= 2 and abs(report.frames_written - 420) <= 2, report.summary()
+
+
+def test_window_pick_records_the_window_clicked(windows: Windows, tmp_path: Path) -> None:
+    wid, _ = windows.paint("640x360+300+200")
+    out = tmp_path / "picked.mkv"
+    proc = start_record(windows.display, out, "--window", "pick", "--duration", "1")
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        windows.xdotool("mousemove", "500", "300", "click", "1")  # a click before its pointer grab is the window's
+        try:
+            proc.wait(1)
+        except subprocess.TimeoutExpired:
+            pass
+    err = finish(proc)
+    assert size_of(out) == (640, 360), err
+    assert f"picked window {int(wid, 16):#x}: 'framepipe test window'" in err and "Traceback" not in err
