@@ -3,6 +3,7 @@ closed with xdotool during the recording; files judged by what they show."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -208,10 +209,8 @@ def test_window_pick_records_the_window_clicked(windows: Windows, tmp_path: Path
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
         windows.xdotool("mousemove", "500", "300", "click", "1")  # a click before its pointer grab is the window's
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(1)
-        except subprocess.TimeoutExpired:
-            pass
     err = finish(proc)
     assert size_of(out) == (640, 360), err
     assert f"picked window {int(wid, 16):#x}: 'framepipe test window'" in err and "Traceback" not in err
