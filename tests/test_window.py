@@ -151,8 +151,13 @@ def test_an_unmapped_window_is_held_and_a_closed_one_stops_in_order(windows: Win
     report = judge.judge(frames, 1 / 60)
     print(f"\nunmapped ~1 s then closed: {report.summary()}; held {screen['held']}")
     assert 30 <= screen["held"] == screen["unmapped_frames"], screen  # about a second of held frames
-    assert report.unreadable == 0 and decodes_cleanly(out) == ""
-    assert max((n for _, n in report.gaps), default=0) >= 30  # the states painted while it was unmapped
+    hold = max(report.gaps, key=lambda g: g[1], default=(0, 0))
+    assert hold[1] >= 30  # the states painted while it was unmapped
+    # A window mapped again shows its background until its program paints: one frame may show no number,
+    # only the one right after the hold.
+    shown_again = next(f.index for f in frames if f.state is not None and f.state > hold[0])
+    assert all(f.index == shown_again - 1 for f in frames if f.code is None), report.summary()
+    assert report.unreadable <= 1 and decodes_cleanly(out) == ""
     assert report.frames_written >= 200  # the file is kept, up to the close
 
 
