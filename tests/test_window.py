@@ -124,7 +124,9 @@ def test_a_resized_window_keeps_the_file_size_and_is_scaled_to_fit(windows: Wind
           f"scaled frames {screen['scaled_frames']}")  # fmt: skip
     assert size_of(out) == (960, 540)
     assert screen["resizes"] == 1 and 0 < screen["scaled_frames"] < screen["captured"], screen
-    assert report.unreadable == 0, report.summary()  # before: as recorded; after: read at the scaled place
+    # Before: read as recorded; after: read at the scaled place. A resized window is cleared to its background
+    # until its program paints again: at most that one frame shows no number.
+    assert report.unreadable <= 1, report.summary()
     unscaled = sum(1 for f in judge.read_codes(out, load_info(info)["code_rect"]) if f.code is not None)
     assert 0 < unscaled < report.frames_written  # both halves are there
 
