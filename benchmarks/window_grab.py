@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {"root region": [], "window": [], "window scaled": []}
-    with VirtualScreen(1920, 1080) as screen:
+    with VirtualScreen(1920, 1080) as screen, tempfile.TemporaryDirectory() as tmp:
         os.environ["DISPLAY"] = screen.display
-        folder = Path(f"/tmp/fp-window-bench-{os.getpid()}")
-        folder.mkdir(exist_ok=True)
+        folder = Path(tmp)
         procs = [start_testscreen(screen.display, 60, info_path=folder / "w.json", window="960x540+400+200")]
         procs.append(start_testscreen(screen.display, info_path=folder / "c.json", window="480x540+880+200",
                                       cover=True))  # fmt: skip
