@@ -348,8 +348,19 @@ def summary(stats: dict[str, Any]) -> str:
         f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms; "
         f"CPU {cpu / secs:.2f} cores",
     ]
+    followed = followed_line(stats["stages"].get("screen", {}).get("stats") or {})
     audio = audio_line(stats.get("audio"))
-    return "\n".join([*lines, audio] if audio else lines)
+    return "\n".join([*lines, *(x for x in (followed, audio) if x)])
+
+
+def followed_line(screen: dict[str, Any]) -> str:
+    """What following the window (or the screen) did: resizes scaled, frames held while it was not shown."""
+    parts = []
+    if screen.get("resizes"):
+        parts.append(f"resized {screen['resizes']}x, {screen.get('scaled_frames', 0)} frames scaled to fit")
+    if screen.get("held"):
+        parts.append(f"{screen['held']} frames held (nothing shown: unmapped or minimized)")
+    return f"  {'; '.join(parts)}" if parts else ""
 
 
 def output_summary(out: dict[str, Any], stats: dict[str, Any]) -> str:

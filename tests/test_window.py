@@ -114,10 +114,11 @@ def test_a_resized_window_keeps_the_file_size_and_is_scaled_to_fit(windows: Wind
     proc = start_record(windows.display, out, "--window", wid, "--duration", "6", "--stats-json", str(stats_path))
     time.sleep(4)
     windows.xdotool("windowsize", wid, "1440", "810")  # 1.5x, the same aspect: scaled by 2/3, no bars
-    finish(proc)
+    err = finish(proc)
     windows.stop()
     stats = json.loads(stats_path.read_text())
     screen = stats["stages"]["screen"]["stats"]
+    assert f"resized 1x, {screen['scaled_frames']} frames scaled to fit" in err, err
     frames = _read_scaled_or_not(out, load_info(info)["code_rect"], (1440, 810))
     report = assert_recorder_lost_nothing(frames, info, stats)
     print(f"\nresized 960x540 -> 1440x810: {report.summary()}; resizes {screen['resizes']}, "
@@ -153,6 +154,7 @@ def test_an_unmapped_window_is_held_and_a_closed_one_stops_in_order(windows: Win
     report = judge.judge(frames, 1 / 60)
     print(f"\nunmapped ~1 s then closed: {report.summary()}; held {screen['held']}")
     assert 30 <= screen["held"] == screen["unmapped_frames"], screen  # about a second of held frames
+    assert f"{screen['held']} frames held (nothing shown: unmapped or minimized)" in err, err
     hold = max(report.gaps, key=lambda g: g[1], default=(0, 0))
     assert hold[1] >= 30  # the states painted while it was unmapped
     # A window mapped again shows its background until its program paints: one frame may show no number,
