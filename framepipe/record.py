@@ -359,7 +359,7 @@ def followed_line(screen: dict[str, Any]) -> str:
     if screen.get("resizes"):
         parts.append(f"resized {screen['resizes']}x, {screen.get('scaled_frames', 0)} frames scaled to fit")
     if screen.get("held"):
-        parts.append(f"{screen['held']} frames held (nothing shown: unmapped or minimized)")
+        parts.append(f"{screen['held']} frames held (the last picture repeated while nothing was shown)")
     return f"  {'; '.join(parts)}" if parts else ""
 
 
