@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from pipeline import config as cfg
 from pipeline.errors import ConfigError, FramepipeError
+from stages.video.x11windows import Cancelled
 
 
 class Parser(argparse.ArgumentParser):
@@ -58,6 +59,9 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, help="frames per second (default 60)")
     parser.add_argument("--monitor", type=int, help="monitor number from `framepipe devices` (default 1)")
     parser.add_argument("--region", type=region, help="record only X,Y,WIDTH,HEIGHT of the monitor")
+    parser.add_argument("--window", metavar="WHAT",
+                        help="record one window, followed as it moves, covered or resized: its id (0x... or "
+                        "decimal), a title or class substring, or pick (click it); see `framepipe devices`")
     parser.add_argument("--config", help="pipeline config file (TOML); flags override it")
     parser.add_argument("--no-profile", action="store_true",
                         help="ignore this machine's tuned profile (`framepipe tune`); by default the --config "
@@ -89,6 +93,9 @@ def build_parser() -> Parser:
     rec.add_argument("output", nargs="?", help="output file: .mkv (default choice), .mp4 or .mov (fragmented); "
                      "left out: ~/Videos/Recording DATE at TIME.mkv (the XDG videos folder), printed")
     rec.add_argument("--duration", type=positive, help="stop after this many seconds (default: until Ctrl+C)")
+    rec.add_argument("--select", nargs="?", const="area", choices=("area", "window"),
+                     help="choose with the mouse before recording: drag an area (a click: the monitor under the "
+                     "pointer; Esc cancels); --select window: click a window")
     add_pipeline_flags(rec)
     rec.add_argument("--replay", type=positive, metavar="SECONDS",
                      help="keep the last SECONDS in memory; `framepipe ctl save-replay` (or SIGUSR1) saves them")
@@ -141,7 +148,7 @@ def build_parser() -> Parser:
                       help="full (default), or quick: the defaults only, confirmed (a smoke test)")
     tune.add_argument("--show", action="store_true", help="print this machine's tuned profile and stop")
 
-    dev = sub.add_parser("devices", help="list monitors and audio inputs")
+    dev = sub.add_parser("devices", help="list monitors, windows and audio inputs")
     dev.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser("gui", help="a small recording bar: pick the microphone and what to record; record, pause, stop")
@@ -151,7 +158,7 @@ def build_parser() -> Parser:
 def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """CLI flags as config overrides (None means: not given)."""
     return {
-        "screen": {"fps": args.fps, "monitor": args.monitor, "region": args.region},
+        "screen": {"fps": args.fps, "monitor": args.monitor, "region": args.region, "window": args.window},
         "timestamp": {"mode": "vfr" if args.vfr else None},
         "encode": {"encoder": args.encoder, "preset": args.preset, "crf": args.crf,
                    "output_height": args.output_height, "max_kbps": args.bitrate},
@@ -173,8 +180,15 @@ def cmd_record(args: argparse.Namespace) -> int:
     args.output = default_output(args)
     from framepipe.record import RecordJob, record
 
+    config = cfg.with_output(pipeline_config(args), args.output, flag_outputs(args))
+    if args.select:
+        from framepipe.select import select_into
+
+        if args.window or args.region:
+            raise ConfigError("--select chooses what is recorded: leave out --window and --region")
+        config = select_into(config, args.select)
     job = RecordJob(
-        config=cfg.with_output(pipeline_config(args), args.output, flag_outputs(args)),
+        config=config,
         duration_s=args.duration,
         overwrite=args.overwrite,
         stats_json=args.stats_json,
@@ -300,6 +314,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 f"monitor {mon['index']}: {mon['width']}x{mon['height']} at {mon['left']},{mon['top']}"
                 + ("  (all monitors)" if mon["index"] == 0 else "")
             )
+        for w in devices["windows"]:
+            print(f"window {w['id']}: {w['title']!r} class {w['class']!r}, "
+                  f"{w['width']}x{w['height']} at {w['x']},{w['y']}")
         print("\n".join(audio_lines(devices["audio"])))
     return 0
 
@@ -329,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"record": cmd_record, "ctl": cmd_ctl, "plan": cmd_plan, "demo": cmd_demo, "bench": cmd_bench,
                     "tune": cmd_tune, "devices": cmd_devices, "gui": cmd_gui}  # fmt: skip
         return commands[args.command](args)
+    except Cancelled as exc:  # Esc while choosing with the mouse: nothing was started or written
+        print(f"framepipe: {exc}", file=sys.stderr)
+        return 1
     except FramepipeError as exc:
         print(f"framepipe: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,16 @@ def list_audio() -> dict[str, Any]:
         return {"inputs": [], "pulse_sources": [], "error": str(exc)}
 
 
+def list_windows() -> list[dict[str, Any]]:
+    """The shown windows, top of the stack first (what --window takes); none without a display."""
+    from stages.video.x11windows import list_windows as shown
+
+    try:
+        return [w.as_dict() for w in shown()]
+    except SetupError:
+        return []
+
+
 def list_devices() -> dict[str, Any]:
     """Everything `framepipe devices` shows."""
-    return {"monitors": list_monitors(), "audio": list_audio()}
+    return {"monitors": list_monitors(), "windows": list_windows(), "audio": list_audio()}

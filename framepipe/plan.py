@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import AudioConfig, EncodeConfig, OutputConfig, PipelineConfig
+from pipeline.config import AudioConfig, EncodeConfig, OutputConfig, PipelineConfig, ScreenConfig
 from pipeline.errors import ConfigError
 from pipeline.graph import Plan, RingSpec, StageSpec
 from pipeline.ring import Geometry
@@ -27,6 +27,7 @@ from stages.outputs.formats import (
     output_size,
 )  # fmt: skip
 from stages.video.screen import screen_rect
+from stages.video.x11windows import WindowInfo
 
 SCREEN = "stages.video.screen:ScreenCapture"
 TIMESTAMP = "stages.video.timestamp:Timestamper"
@@ -107,7 +108,8 @@ def plan(config: PipelineConfig) -> Plan:
                 check_codec(out.path, config.audio.codec)
             elif out.kind == "stream" and config.audio.codec != "aac":
                 raise ConfigError("a stream carries aac audio (FLV): set audio.codec = \"aac\"")
-    rect = screen_rect(config.screen)
+    screen_config, window = resolve_window(config.screen)
+    rect = screen_rect(screen_config)
     enc = encoder_settings(config)
     if enc.output_height > rect["height"]:
         raise ConfigError(f"encode.output_height = {enc.output_height} is above the {rect['height']} pixels "
@@ -117,9 +119,11 @@ def plan(config: PipelineConfig) -> Plan:
     width, height = output_size(rect["width"], rect["height"], enc.output_height)
     folder = replay_folder(config)
     fps = config.screen.fps
+    what = f"window {window.id:#x} {window.title!r}, " if window is not None else ""
     screen = StageSpec(
-        "screen", SCREEN, config.screen, rings={"ring": "video"}, source=True,
-        summary=f"{rect['width']}x{rect['height']} at {rect['left']},{rect['top']}, {fps:g} fps, "
+        "screen", SCREEN, screen_config, rings={"ring": "video"}, source=True,
+        extra={"window_title": window.title} if window is not None else {},
+        summary=f"{what}{rect['width']}x{rect['height']} at {rect['left']},{rect['top']}, {fps:g} fps, "
                 f"backend {config.screen.backend}",
     )  # fmt: skip
     timestamp = StageSpec(
@@ -147,9 +151,26 @@ def plan(config: PipelineConfig) -> Plan:
             summary=encode.summary + f"; audio {config.audio.codec} {config.audio.bitrate_kbps} kb/s a track",
         )  # fmt: skip
     lines = tuple(output_line(o, folder) for o in config.outputs)
-    result = Plan(tuple(stages), tuple(rings), lines, {"rect": rect, "replay_folder": folder})
+    info: dict[str, Any] = {"rect": rect, "replay_folder": folder}
+    if window is not None:
+        info["window"] = window.as_dict()
+    result = Plan(tuple(stages), tuple(rings), lines, info)
     result.check()
     return result
+
+
+def resolve_window(screen: ScreenConfig) -> tuple[ScreenConfig, WindowInfo | None]:
+    """``screen.window`` as one window's id (a title matched, or the window picked, once, here), and the window."""
+    if not screen.window:
+        return screen, None
+    from stages.video.x11windows import find_window
+
+    window = find_window(screen.window)
+    if screen.window == "pick":
+        import sys
+
+        print(f"framepipe: picked {window.line()}", file=sys.stderr)
+    return replace(screen, window=f"{window.id:#x}"), window
 
 
 def audio_stage(audio: AudioConfig) -> tuple[StageSpec, RingSpec]:

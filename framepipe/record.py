@@ -352,9 +352,10 @@ def summary(stats: dict[str, Any]) -> str:
         f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms; "
         f"CPU {cpu / secs:.2f} cores",
     ]
+    followed = followed_line(stats["stages"].get("screen", {}).get("stats") or {})
     audio = audio_line(stats.get("audio"))
     near = ring_warning(stats["ring"])
-    return "\n".join([*lines, *(x for x in (audio, near) if x)])
+    return "\n".join([*lines, *(x for x in (followed, audio, near) if x)])
 
 
 def ring_warning(ring: dict[str, Any]) -> str:
@@ -364,6 +365,16 @@ def ring_warning(ring: dict[str, Any]) -> str:
         return ""
     return (f"framepipe: warning: the frame ring came close to full (peak {peak} of {slots} slots): the encoder "
             "fell behind; give [screen] ring_seconds more, a faster --preset, or run `framepipe tune`")
+
+
+def followed_line(screen: dict[str, Any]) -> str:
+    """What following the window (or the screen) did: resizes scaled, frames held while it was not shown."""
+    parts = []
+    if screen.get("resizes"):
+        parts.append(f"resized {screen['resizes']}x, {screen.get('scaled_frames', 0)} frames scaled to fit")
+    if screen.get("held"):
+        parts.append(f"{screen['held']} frames held (the last picture repeated while nothing was shown)")
+    return f"  {'; '.join(parts)}" if parts else ""
 
 
 def output_summary(out: dict[str, Any], stats: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ naming the key and what is allowed.
 
 TOML layout (every table and key optional)::
 
-    [screen]     fps, monitor, region, backend, ring_seconds, affinity, nice
+    [screen]     fps, monitor, region, backend, ring_seconds, window, affinity, nice
     [timestamp]  mode, affinity, nice
     [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, output_height, overload, affinity, nice
     [audio]      sources, mix, missing, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
@@ -58,6 +58,7 @@ class ScreenConfig(StageConfig):
     backend: str = _opt("auto", choices=BACKENDS)  # grab backend: xshm writes into the ring, mss copies once
     ring_seconds: float = _opt(0.2, lo=0.05, hi=10)  # video ring size, in seconds of frames (at least 8 slots);
     # its peak fill stays at 1-4 slots at 1080p60: a larger ring only costs memory (a run near full warns)
+    window: str = _opt("")  # record one window: an id (0x...), a title or class substring, or "pick"; empty: the screen
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,8 @@ def _check_section(section: str, config: Any) -> None:
         raise ConfigError(
             f"{section}.region must be x, y, width, height with width and height at least 16, not {list(region)}"
         )
+    if isinstance(config, ScreenConfig) and config.window and config.region:
+        raise ConfigError(f"{section}.window and {section}.region both choose what is recorded: give one of them")
     if isinstance(config, AudioConfig):
         _check_audio(section, config)
     if isinstance(config, EncodeConfig) and 0 < config.gop_seconds < 0.1:

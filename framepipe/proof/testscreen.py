@@ -141,6 +141,11 @@ def _typed_xlib() -> ctypes.CDLL:
         "XPutImage": ([vp, ul, vp, img, i, i, i, i, u, u], i),
         "XSync": ([vp, i], i),
         "XWarpPointer": ([vp, ul, ul, i, i, u, u, i, i], i),
+        "XCreateSimpleWindow": ([vp, ul, i, i, u, u, u, ul, ul], ul),
+        "XStoreName": ([vp, ul, ctypes.c_char_p], i),
+        "XInternAtom": ([vp, ctypes.c_char_p, i], ul),
+        "XChangeProperty": ([vp, ul, ul, ul, i, i, ctypes.c_char_p, i], i),
+        "XMapWindow": ([vp, ul], i),
     }
     for name, (args, res) in signatures.items():
         func = getattr(lib, name)
@@ -149,9 +154,11 @@ def _typed_xlib() -> ctypes.CDLL:
 
 
 class _Screen:
-    """An open X display: root window, visual, and XImages over numpy buffers we own."""
+    """An open X display: the root window (or a window of our own, ``window`` = x, y, width, height), visual,
+    and XImages over numpy buffers we own."""
 
-    def __init__(self, display: str) -> None:
+    def __init__(self, display: str, window: tuple[int, int, int, int] | None = None,
+                 title: str = "framepipe test window") -> None:  # fmt: skip
         self.lib = _typed_xlib()
         self.dpy = self.lib.XOpenDisplay(display.encode())
         if not self.dpy:
@@ -164,6 +171,22 @@ class _Screen:
         if self.lib.XDefaultDepth(self.dpy, scr) != 24:
             raise TestscreenError(f"display {display} is not 24 bits deep")
         self._buffers: list[np.ndarray] = []  # XImage data must outlive the XImages
+        self.target, self.window = self.root, 0
+        if window is not None:
+            self._open_window(window, title)
+
+    def _open_window(self, rect: tuple[int, int, int, int], title: str) -> None:
+        """A top-level window to paint in (title and WM_CLASS set), mapped and shown when this returns."""
+        x, y, w, h = rect
+        lib = self.lib
+        self.window = lib.XCreateSimpleWindow(self.dpy, self.root, x, y, w, h, 0, 0, BACKGROUND)
+        lib.XStoreName(self.dpy, self.window, title.encode())
+        wm_class = b"framepipe-test\0FramepipeTest\0"
+        lib.XChangeProperty(self.dpy, self.window, lib.XInternAtom(self.dpy, b"WM_CLASS", 0), 31, 8, 0, wm_class,
+                            len(wm_class))  # fmt: skip  # 31: XA_STRING, 0: PropModeReplace
+        lib.XMapWindow(self.dpy, self.window)
+        lib.XSync(self.dpy, 0)
+        self.target, self.width, self.height = self.window, w, h
 
     def image(self, buffer: np.ndarray) -> Any:
         """An XImage over ``buffer`` (H x W x 4 uint8, C-contiguous); never XDestroyImage it."""
@@ -191,10 +214,10 @@ class _Screen:
 
     def fill(self, gc: Any, colour: int, rect: tuple[int, int, int, int]) -> None:
         self.lib.XSetForeground(self.dpy, gc, colour)
-        self.lib.XFillRectangle(self.dpy, self.root, gc, *rect)
+        self.lib.XFillRectangle(self.dpy, self.target, gc, *rect)
 
     def put(self, gc: Any, image: Any, x: int, y: int, w: int, h: int) -> None:
-        self.lib.XPutImage(self.dpy, self.root, gc, image, 0, 0, x, y, w, h)
+        self.lib.XPutImage(self.dpy, self.target, gc, image, 0, 0, x, y, w, h)
 
     def park_pointer(self) -> None:
         """Move the pointer to the bottom-right corner, away from the code (grabbers may draw it)."""
@@ -233,7 +256,8 @@ class Painter:
                 self._noise.append(screen.image(rng.integers(0, 256, (nh, nw, 4), np.uint8)))
         self._prev: tuple[tuple[int, int, int, int], ...] = ()
         screen.fill(self._code_gc, BACKGROUND, (0, 0, W, H))
-        screen.park_pointer()
+        if not screen.window:
+            screen.park_pointer()
 
     def _bands(self, n: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
         W, H = self.screen.width, self.screen.height
@@ -271,6 +295,8 @@ class TestscreenConfig:
     heavy: bool = False  # add the large noise area
     info_path: Path | None = None  # where to write the info JSON (and FILE.stats at the end)
     duration_s: float | None = None  # stop after this many seconds (None: until a signal)
+    window: tuple[int, int, int, int] | None = None  # paint in a window of our own (x, y, w, h), not the root
+    cover: bool = False  # paint the window once with a pattern that reads as no code (to cover another window)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -288,9 +314,11 @@ def run(config: TestscreenConfig) -> dict[str, Any]:
         nonlocal stop
         stop = True
 
-    screen = _Screen(config.display)
+    screen = _Screen(config.display, config.window, "framepipe cover" if config.cover else "framepipe test window")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if config.cover:
+        return _cover(screen, config, lambda: stop)
     try:
         painter = Painter(screen, config.heavy)
         screen.sync()
@@ -308,7 +336,7 @@ def run(config: TestscreenConfig) -> dict[str, Any]:
             _write_json(config.info_path, {
                 "base_ns": base, "fps": float(fps), "period_ns": period, "width": screen.width,
                 "height": screen.height, "code_rect": list(painter.code_rect), "pid": os.getpid(),
-                "display": config.display, "heavy": config.heavy,
+                "display": config.display, "heavy": config.heavy, "window": hex(screen.window),
                 "code": {"bits": CODE_BITS, "block": CODE_BLOCK, "border": CODE_BORDER},
             })
         end = base + int(config.duration_s * NS_PER_S) if config.duration_s is not None else None
@@ -340,6 +368,38 @@ def run(config: TestscreenConfig) -> dict[str, Any]:
     return stats
 
 
+COVER_GREY, COVER_STRIPE = 0x808080, 0x8C7C90  # mid luma: never a code's black or white
+
+
+def _cover(screen: _Screen, config: TestscreenConfig, stopped: Any) -> dict[str, Any]:
+    """Fill the window with grey and stripes (no block reads as a code's black or white); wait for a signal."""
+    import time
+
+    try:
+        gc = screen.gc()
+        screen.fill(gc, COVER_GREY, (0, 0, screen.width, screen.height))
+        for x in range(0, screen.width, 64):
+            screen.fill(gc, COVER_STRIPE, (x, 0, 24, screen.height))
+        screen.sync()
+        if config.info_path is not None:
+            _write_json(config.info_path, {"window": hex(screen.window), "pid": os.getpid()})
+        while not stopped():
+            time.sleep(0.05)
+    finally:
+        screen.close()
+    return {"paints": 1, "skipped": 0}
+
+
+def _geometry(text: str) -> tuple[int, int, int, int]:
+    """WxH+X+Y as x, y, w, h."""
+    try:
+        size, x, y = text.split("+")
+        w, h = size.split("x")
+        return int(x), int(y), int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--window takes WIDTHxHEIGHT+X+Y, e.g. 960x540+0+0, not {text!r}") from None
+
+
 def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The info JSON a test screen wrote."""
     data: dict[str, Any] = json.loads(Path(path).read_text())
@@ -348,12 +408,19 @@ def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def start_testscreen(display: str, fps: float = 60, heavy: bool = False, *,
                      info_path: str | os.PathLike[str], duration_s: float | None = None,
-                     timeout_s: float = START_TIMEOUT_S) -> subprocess.Popen[bytes]:
-    """Start the test screen as a subprocess; return once its first state is on screen."""
+                     timeout_s: float = START_TIMEOUT_S, window: str | None = None,
+                     cover: bool = False) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start the test screen as a subprocess; return once its first state is on screen (``window``: WxH+X+Y,
+    paint in a window of its own; ``cover``: a window of a pattern without codes, returned once shown)."""
     info = Path(info_path)
     args = ["--display", display, "--fps", str(fps), "--info", str(info)]
     if heavy:
         args.append("--heavy")
+    if window is not None:
+        args += ["--window", window]
+    if cover:
+        args.append("--cover")
+        return start_module("framepipe.proof.testscreen", args, info, timeout_s=timeout_s, error=TestscreenError)
     if duration_s is not None:
         args += ["--duration", str(duration_s)]
     proc = start_module("framepipe.proof.testscreen", args, info, timeout_s=timeout_s, error=TestscreenError)
@@ -370,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heavy", action="store_true", help="add a large noise area")
     parser.add_argument("--info", type=Path, help="write the info JSON here (and FILE.stats at the end)")
     parser.add_argument("--duration", type=float, help="stop after S seconds")
+    parser.add_argument("--window", type=_geometry, metavar="WxH+X+Y", help="paint in a window of its own")
+    parser.add_argument("--cover", action="store_true", help="with --window: a pattern that reads as no code")
     args = parser.parse_args(argv)
     try:
         fps = Fraction(args.fps)
@@ -377,7 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise TestscreenError("no display: pass --display or set DISPLAY")
         if fps <= 0:
             raise TestscreenError(f"--fps must be positive, got {args.fps}")
-        stats = run(TestscreenConfig(args.display, fps, args.heavy, args.info, args.duration))
+        if args.cover and args.window is None:
+            raise TestscreenError("--cover needs --window")
+        stats = run(TestscreenConfig(args.display, fps, args.heavy, args.info, args.duration, args.window, args.cover))
     except (TestscreenError, ValueError, RuntimeError) as exc:
         print(f"testscreen: {exc}", file=sys.stderr)
         return 2

@@ -53,8 +53,17 @@ def monitor_rect(monitors: list[dict[str, int]], config: ScreenConfig) -> dict[s
 
 
 def screen_rect(config: ScreenConfig) -> dict[str, int]:
-    """Resolve the capture rectangle (supervisor, before rings exist); SetupError without a display."""
+    """Resolve the capture rectangle (supervisor, before rings exist); SetupError without a display. A window
+    (``config.window``, an id by now: see ``plan.resolve_window``) is its size at the start, rounded down to even."""
     import mss
+
+    if config.window:
+        from stages.video.x11windows import find_window
+
+        w = find_window(config.window)
+        if w.width < 16 or w.height < 16:
+            raise SetupError(f"window 0x{w.id:x} is {w.width}x{w.height}: too small to record (16x16 at least)")
+        return {"left": w.x, "top": w.y, "width": w.width & ~1, "height": w.height & ~1}
 
     try:
         with mss.MSS(backend=mss_backend(config.backend)) as sct:
@@ -81,6 +90,30 @@ class XshmRoot:
 
     def close(self) -> None:
         self.xshm.close()
+
+
+def open_window(ring: Ring, window: str, title: str) -> Grabber:
+    """A window's own pixmap (Composite + MIT-SHM); no fallback: mss cannot see a covered window."""
+    from stages.video.window import WindowGrabber
+    from stages.video.x11windows import parse_id
+
+    wid = parse_id(window)
+    if wid is None:
+        raise SetupError(f"screen.window = {window!r} reached the capture stage unresolved (a planner bug)")
+    try:
+        return WindowGrabber(ring, wid, title)
+    except XshmUnavailable as exc:
+        raise SetupError(f"window capture needs a local X server with Composite and MIT-SHM ({exc})") from None
+
+
+def open_root(ring: Ring, rect: dict[str, int]) -> Grabber:
+    """The root grabber that follows a screen resize, else the plain one (no RENDER/Composite libraries)."""
+    from stages.video.window import RootGrabber
+
+    try:
+        return RootGrabber(ring, rect)
+    except XshmUnavailable:
+        return XshmRoot(ring, rect)
 
 
 class MssRoot:
@@ -114,10 +147,13 @@ class ScreenCapture(Source):
         import mss
 
         self.config: ScreenConfig = self.ctx.config
-        with mss.MSS(backend=mss_backend(self.config.backend)) as sct:
-            self.rect = monitor_rect(list(sct.monitors), self.config)
         self.ring = Ring.attach(self.ctx.extra["ring"])
         g = self.ring.geometry
+        if self.config.window:  # its size may change from now on: followed, scaled into the ring's
+            self.rect = {"left": 0, "top": 0, "width": g.width, "height": g.height}
+        else:
+            with mss.MSS(backend=mss_backend(self.config.backend)) as sct:
+                self.rect = monitor_rect(list(sct.monitors), self.config)
         if (g.width, g.height) != (self.rect["width"], self.rect["height"]):
             raise SetupError("the screen changed size before recording started: start again")
         self.counts = {
@@ -137,6 +173,8 @@ class ScreenCapture(Source):
 
     def _open_grabber(self) -> Grabber:
         """The zero-copy grabber when asked for (or on auto) and possible; fallbacks are reported."""
+        if self.config.window:
+            return open_window(self.ring, self.config.window, self.ctx.extra.get("window_title", ""))
         if self.config.backend not in ("auto", "xshm"):
             return MssRoot(self.ring, self.rect, self.config.backend)
         why = "needs Linux and X11"
@@ -145,7 +183,7 @@ class ScreenCapture(Source):
                 why = "the ring is larger than 4 GiB"
             else:
                 try:
-                    return XshmRoot(self.ring, self.rect)
+                    return open_root(self.ring, self.rect)
                 except XshmUnavailable as exc:
                     why = str(exc)
         self.ctx.warn(f"zero-copy capture unavailable ({why}); grabbing with mss and one copy")
@@ -216,6 +254,7 @@ class ScreenCapture(Source):
         captured = self.counts["captured"]
         return {
             **self.counts,
+            **getattr(getattr(self, "grabber", None), "counts", {}),  # a window's resizes, scaled, unmapped frames
             "grab_ms_mean": self.grab_ns_total / captured / 1e6 if captured else 0.0,
             "ring_fill": self.ring.fill(),
             "ring_slots": self.ring.slots,

@@ -22,6 +22,7 @@ from pipeline.errors import FramepipeError
 ZPIXMAP = 2
 ALL_PLANES = 0xFFFFFFFF
 MAX_OFFSET = 2**32 - 1  # ShmGetImage offsets are 32-bit
+GONE = "the X server closed the connection (the display is gone): the recording stops here and keeps what was captured"
 
 
 class XshmUnavailable(FramepipeError, OSError):
@@ -155,24 +156,31 @@ class XshmGrabber:
             self.close()
             raise XshmUnavailable(f"MIT-SHM {version[0]}.{version[1]} cannot take file descriptors (needs 1.2)")
 
-    def grab(self, left: int, top: int, width: int, height: int, offset: int) -> int:
-        """Copy the rectangle into the file at ``offset`` (BGRX rows, no padding); return bytes."""
+    def get_image(self, drawable: int, x: int, y: int, width: int, height: int, offset: int) -> int:
+        """Copy a rectangle of ``drawable`` (a window or pixmap) into the file at ``offset``; 0, or the X error
+        code (8 BadMatch: outside the drawable; 9 BadDrawable: it was freed); -1: the connection is gone."""
         err = c_void_p()
         cookie = self._shm.xcb_shm_get_image(
-            self._conn, self.root, left, top, width, height, ALL_PLANES, ZPIXMAP, self._seg, offset
+            self._conn, drawable, x, y, width, height, ALL_PLANES, ZPIXMAP, self._seg, offset
         )
         reply = self._shm.xcb_shm_get_image_reply(self._conn, cookie, ctypes.byref(err))
-        if not reply:
-            if err:
-                self._libc.free(err)
-            if self._xcb.xcb_connection_has_error(self._conn):
-                raise XshmUnavailable("the X server closed the connection (the display is gone): "
-                                      "the recording stops here and keeps what was captured")  # fmt: skip
-            raise XshmUnavailable("the X server refused to copy the screen: it changed size (following a resize "
-                                  "is not supported yet); the recording stops here and keeps what was captured")
-        size = int(reply.contents.size)
-        self._libc.free(reply)
-        return size
+        if reply:
+            self._libc.free(reply)
+            return 0
+        code = ctypes.cast(err, POINTER(c_uint8))[1] if err else 0
+        if err:
+            self._libc.free(err)
+        return -1 if self._xcb.xcb_connection_has_error(self._conn) else int(code) or 1
+
+    def grab(self, left: int, top: int, width: int, height: int, offset: int) -> int:
+        """Copy the root's rectangle into the file at ``offset`` (BGRX rows, no padding); return bytes."""
+        code = self.get_image(self.root, left, top, width, height, offset)
+        if code == -1:
+            raise XshmUnavailable(GONE)
+        if code:
+            raise XshmUnavailable("the X server refused to copy the screen: it changed size and the recorded area "
+                                  "is no longer on it; the recording stops here and keeps what was captured")
+        return width * height * 4
 
     def close(self) -> None:
         if self._conn:
