@@ -79,7 +79,9 @@ def test_settings_are_remembered_and_a_bad_file_is_the_defaults(own_config_dir: 
 def test_the_recorder_command_line_of_each_choice() -> None:
     out = Path("/v/Recording.mkv")
     tail = record_argv(Choice(out, "screen", 2, ("default", "system")))[3:]
-    assert tail == ["record", str(out), "--quiet", "--monitor", "2", "--audio", "default", "--audio", "system"]
+    assert tail == ["record", str(out), "--quiet", "--monitor", "2"]  # the call's default: a missing side left out
+    tail = record_argv(Choice(out, "screen", 2, ("USB", "system")))[3:]
+    assert tail == ["record", str(out), "--quiet", "--monitor", "2", "--audio", "USB", "--audio", "system"]
     assert record_argv(Choice(out, "area"))[6:] == ["--select", "--no-audio"]
     assert record_argv(Choice(out, "window", sources=("system",)))[6:] == ["--select", "window", "--audio", "system"]
     assert microphones({"inputs": [{"name": "USB", "default": False}, {"name": "Built-in", "default": True}]}) == [
