@@ -58,6 +58,8 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, help="frames per second (default 60)")
     parser.add_argument("--monitor", type=int, help="monitor number from `framepipe devices` (default 1)")
     parser.add_argument("--region", type=region, help="record only X,Y,WIDTH,HEIGHT of the monitor")
+    parser.add_argument("--backend", help="grab backend: auto (default: screencopy, else the portal, on Wayland; "
+                        "xshm on X11), screencopy, portal, x11, xshm, mss")
     parser.add_argument("--config", help="pipeline config file (TOML); flags override it")
     parser.add_argument("--no-profile", action="store_true",
                         help="ignore this machine's tuned profile (`framepipe tune`); by default the --config "
@@ -146,7 +148,7 @@ def build_parser() -> Parser:
 def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """CLI flags as config overrides (None means: not given)."""
     return {
-        "screen": {"fps": args.fps, "monitor": args.monitor, "region": args.region},
+        "screen": {"fps": args.fps, "monitor": args.monitor, "region": args.region, "backend": args.backend},
         "timestamp": {"mode": "vfr" if args.vfr else None},
         "encode": {"encoder": args.encoder, "preset": args.preset, "crf": args.crf,
                    "output_height": args.output_height, "max_kbps": args.bitrate},
@@ -257,6 +259,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(devices, indent=2))
     else:
+        for out in devices.get("wayland_outputs", []):
+            print(f"monitor {out['index']}: {out['width']}x{out['height']} at {out['left']},{out['top']}  "
+                  f"(Wayland output {out['name'] or '?'}, scale {out['scale']}, {out['refresh_hz']:g} Hz"
+                  + (", screencopy" if out["screencopy"] else ", no screencopy") + ")")
+        if devices.get("wayland_error"):
+            print(f"Wayland: {devices['wayland_error']}")
         for mon in devices["monitors"]:
             print(
                 f"monitor {mon['index']}: {mon['width']}x{mon['height']} at {mon['left']},{mon['top']}"

@@ -441,6 +441,8 @@ def record(job: RecordJob) -> int:
     if not job.dry_run:
         check_outputs(job)
     graph = plan(job.config)
+    if graph.info.get("backend_line"):  # Wayland, or a fallback: which backend records, in one line
+        print(f"framepipe: {graph.info['backend_line']}", file=sys.stderr)
     if job.dry_run:
         print("\n".join(graph.lines()))
         return 0

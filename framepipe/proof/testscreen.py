@@ -1,7 +1,9 @@
 """The test picture: a frame-numbered code plus moving content, painted on an X root window.
 
 Run as ``python -m framepipe.proof.testscreen --display :91 --fps 60 [--heavy] [--info FILE] [--duration S]``
-or start it from Python with :func:`start_testscreen`.
+or start it from Python with :func:`start_testscreen`. ``--window`` paints a borderless window the size of
+the screen (titled ``framepipe-testscreen``) instead of the root window: under a rootless X server
+(Xwayland under sway) the root shows nothing, and the compositor is told to make that window fullscreen.
 
 State ``n`` is painted at the absolute deadline ``base_ns + n / fps`` of ``pipeline.clock.now_ns()``
 (late by more than one period: skip ahead and count it). Each state puts a frame-number code in one
@@ -53,6 +55,9 @@ NOISE_SIZE, NOISE_IMAGES = (960, 540), 6
 BACKGROUND = 0x283038
 BAND_COLOURS = (0xE04040, 0x40C060, 0x4080E0, 0xE0C040, 0xC040C0, 0x40C0C0)
 BAR_COLOURS = (0xF0A030, 0x30F0A0, 0xA030F0)
+
+#: The title of the ``--window`` window (a compositor's rule can match it).
+WINDOW_TITLE = "framepipe-testscreen"
 
 #: Seconds :func:`start_testscreen` waits for the painter's info file.
 START_TIMEOUT_S = 10.0
@@ -141,6 +146,11 @@ def _typed_xlib() -> ctypes.CDLL:
         "XPutImage": ([vp, ul, vp, img, i, i, i, i, u, u], i),
         "XSync": ([vp, i], i),
         "XWarpPointer": ([vp, ul, ul, i, i, u, u, i, i], i),
+        "XCreateSimpleWindow": ([vp, ul, i, i, u, u, u, ul, ul], ul),
+        "XStoreName": ([vp, ul, ctypes.c_char_p], i),
+        "XSelectInput": ([vp, ul, ctypes.c_long], i),
+        "XMapWindow": ([vp, ul], i),
+        "XNextEvent": ([vp, vp], i),
     }
     for name, (args, res) in signatures.items():
         func = getattr(lib, name)
@@ -151,7 +161,7 @@ def _typed_xlib() -> ctypes.CDLL:
 class _Screen:
     """An open X display: root window, visual, and XImages over numpy buffers we own."""
 
-    def __init__(self, display: str) -> None:
+    def __init__(self, display: str, window: bool = False) -> None:
         self.lib = _typed_xlib()
         self.dpy = self.lib.XOpenDisplay(display.encode())
         if not self.dpy:
@@ -164,6 +174,20 @@ class _Screen:
         if self.lib.XDefaultDepth(self.dpy, scr) != 24:
             raise TestscreenError(f"display {display} is not 24 bits deep")
         self._buffers: list[np.ndarray] = []  # XImage data must outlive the XImages
+        if window:
+            self.root = self._window()
+
+    def _window(self) -> int:
+        """A borderless window covering the screen, mapped (MapNotify seen): painted instead of the root."""
+        win = self.lib.XCreateSimpleWindow(self.dpy, self.root, 0, 0, self.width, self.height, 0, 0, BACKGROUND)
+        self.lib.XStoreName(self.dpy, win, WINDOW_TITLE.encode())
+        self.lib.XSelectInput(self.dpy, win, 1 << 17)  # StructureNotifyMask
+        self.lib.XMapWindow(self.dpy, win)
+        event = ctypes.create_string_buffer(192)  # an XEvent; its first int is the type
+        while ctypes.c_int.from_buffer(event).value != 19:  # MapNotify
+            self.lib.XNextEvent(self.dpy, event)
+        self.lib.XSelectInput(self.dpy, win, 0)
+        return int(win)
 
     def image(self, buffer: np.ndarray) -> Any:
         """An XImage over ``buffer`` (H x W x 4 uint8, C-contiguous); never XDestroyImage it."""
@@ -271,6 +295,7 @@ class TestscreenConfig:
     heavy: bool = False  # add the large noise area
     info_path: Path | None = None  # where to write the info JSON (and FILE.stats at the end)
     duration_s: float | None = None  # stop after this many seconds (None: until a signal)
+    window: bool = False  # paint a screen-sized window, not the root (rootless X servers: Xwayland)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -288,7 +313,7 @@ def run(config: TestscreenConfig) -> dict[str, Any]:
         nonlocal stop
         stop = True
 
-    screen = _Screen(config.display)
+    screen = _Screen(config.display, config.window)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
@@ -348,12 +373,14 @@ def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def start_testscreen(display: str, fps: float = 60, heavy: bool = False, *,
                      info_path: str | os.PathLike[str], duration_s: float | None = None,
-                     timeout_s: float = START_TIMEOUT_S) -> subprocess.Popen[bytes]:
+                     timeout_s: float = START_TIMEOUT_S, window: bool = False) -> subprocess.Popen[bytes]:
     """Start the test screen as a subprocess; return once its first state is on screen."""
     info = Path(info_path)
     args = ["--display", display, "--fps", str(fps), "--info", str(info)]
     if heavy:
         args.append("--heavy")
+    if window:
+        args.append("--window")
     if duration_s is not None:
         args += ["--duration", str(duration_s)]
     proc = start_module("framepipe.proof.testscreen", args, info, timeout_s=timeout_s, error=TestscreenError)
@@ -370,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heavy", action="store_true", help="add a large noise area")
     parser.add_argument("--info", type=Path, help="write the info JSON here (and FILE.stats at the end)")
     parser.add_argument("--duration", type=float, help="stop after S seconds")
+    parser.add_argument("--window", action="store_true", help="paint a screen-sized window, not the root window")
     args = parser.parse_args(argv)
     try:
         fps = Fraction(args.fps)
@@ -377,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise TestscreenError("no display: pass --display or set DISPLAY")
         if fps <= 0:
             raise TestscreenError(f"--fps must be positive, got {args.fps}")
-        stats = run(TestscreenConfig(args.display, fps, args.heavy, args.info, args.duration))
+        stats = run(TestscreenConfig(args.display, fps, args.heavy, args.info, args.duration, args.window))
     except (TestscreenError, ValueError, RuntimeError) as exc:
         print(f"testscreen: {exc}", file=sys.stderr)
         return 2
