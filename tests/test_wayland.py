@@ -27,8 +27,9 @@ NEEDS_SWAY = pytest.mark.skipif(not have_sway() or os.geteuid() != 0,
                                 reason="needs sway and Xwayland (install.sh installs them) and root, to run sway "
                                 "as its own unprivileged user")  # fmt: skip
 #: The test output's refresh: wlroots 0.15's headless output ticks on a whole-millisecond timer restarted
-#: after each commit (60 Hz is 16 ms + the render: slower than 60 fps copies); see NOTES.md.
-REFRESH_HZ = 120
+#: after each commit (60 Hz is 16 ms + the render: slower than 60 fps copies); a faster output also shows
+#: an X paint sooner (Xwayland commits on sway's frame callbacks); see NOTES.md.
+REFRESH_HZ = 240
 
 
 def wayland_run(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -1,17 +1,15 @@
-"""The desktop portal backend (ScreenCast over D-Bus, then a PipeWire stream): not available in this build.
+"""The desktop portal backend (ScreenCast over D-Bus, then a PipeWire stream): not built in this version.
 
-What was tried and what blocked it is in NOTES.md ("Wayland capture"). ``unavailable`` says why in one line,
-so `record` stops before anything starts (exit 2) instead of recording nothing.
+Why, measured on this project's machines, is in NOTES.md ("Wayland capture"): the ScreenCast handshake
+reaches ``Start`` on headless sway with xdg-desktop-portal-wlr 0.7, which then refuses to stream without
+a GPU's DMA-BUF buffers. ``unavailable`` says so in one line, so `record` stops before anything starts
+(exit 2) instead of recording nothing.
 """
 
 from __future__ import annotations
 
-import os
-
 
 def unavailable() -> str:
     """Why the portal backend cannot record here ("" would mean it can)."""
-    if not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
-        return "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is unset), and framepipe's portal client is not " \
-               "built yet"
-    return "framepipe's portal client (ScreenCast + PipeWire) is not built yet: see NOTES.md"
+    return ("framepipe's ScreenCast + PipeWire client is not built yet (see NOTES.md, \"Wayland capture\"); "
+            "on wlroots compositors --backend screencopy records without it")

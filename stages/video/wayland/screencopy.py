@@ -127,8 +127,7 @@ class ScreencopyGrabber:
                 raise WaylandError(f"the compositor did not copy a frame within {COPY_TIMEOUT_S:g} s")
             conn.dispatch(left)
         self._pending = None
-        frame.request("destroy")
-        conn.flush()
+        frame.request("destroy")  # sent with the next frame's request: one message to the compositor a frame
         now = now_ns()
         self.stats["copy_ms_max"] = max(self.stats["copy_ms_max"], (now - asked) / 1e6)
         if state["end"] == "changed":
