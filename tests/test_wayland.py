@@ -21,6 +21,10 @@ from framepipe.proof import judge
 from framepipe.proof.sway import Sway, have_sway
 from framepipe.proof.testscreen import load_info, start_testscreen
 from framepipe.proof.xvfb import stop_process
+from pipeline.config import ScreenConfig
+from pipeline.ring import Geometry, Ring
+from stages.video.wayland.outputs import output_rect
+from stages.video.wayland.screencopy import ScreencopyGrabber
 from stages.video.wayland.wire import Connection, Globals
 
 NEEDS_SWAY = pytest.mark.skipif(not have_sway() or os.geteuid() != 0,
@@ -92,6 +96,27 @@ def test_a_region_is_recorded_from_the_compositor(sway: Sway, tmp_path: Path) ->
     stats = json.loads(stats_path.read_text())
     assert stats["rect"] == {"left": 100, "top": 50, "width": 640, "height": 360}
     assert judge.count_frames(out) >= 55 and decodes_cleanly(out) == ""
+
+
+@NEEDS_SWAY
+def test_copy_with_damage_waits_on_a_still_screen_and_copies_a_moving_one(sway: Sway, tmp_path: Path) -> None:
+    config = ScreenConfig()
+    rect = output_rect(sway.wayland_display, config)
+    ring = Ring.create(f"fptest_{os.getpid()}_damage", Geometry(rect["width"], rect["height"], rect["stride"]), 3)
+    grabber = ScreencopyGrabber(ring, config, damage=True, wait_s=0.25, display=sway.wayland_display)
+    painter = None
+    try:
+        assert "damage" in grabber.description
+        first = grabber.grab(0)  # a new client has seen nothing: the whole output is new
+        still = [grabber.grab(1) for _ in range(3)]  # nothing moves on the output: each gives up, held
+        painter = start_testscreen(sway.x_display, 60, info_path=tmp_path / "screen.json", window=True)
+        moving = [grabber.grab(1) for _ in range(5)]  # the pending copy carries on into the same slot
+    finally:
+        if painter is not None:
+            stop_process(painter)
+        grabber.close()
+        ring.close()
+    assert first and still == [False, False, False] and all(moving[1:]), (first, still, moving)
 
 
 @NEEDS_SWAY
