@@ -205,7 +205,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from framepipe.demo import demo
 
-    virtual = args.virtual or not os.environ.get("DISPLAY")
+    virtual = args.virtual or not os.environ.get("DISPLAY") or bool(os.environ.get("WAYLAND_DISPLAY"))  # rootless
     return demo(args.output, pipeline_config(args, "1920x1080" if virtual else None), args.duration, args.virtual)
 
 
