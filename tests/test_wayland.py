@@ -139,6 +139,7 @@ class StubCompositor:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.received: list[tuple[int, int, bytes, list[int]]] = []  # (object, opcode, body, fds) of each request
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
         self.server.listen()
@@ -155,17 +156,27 @@ class StubCompositor:
 
     def _client(self, conn: socket.socket) -> None:
         buf = b""
+        fds: list[int] = []
+        registry = 0
         with conn:
-            while data := conn.recv(4096):
+            while True:
+                data, more, _, _ = socket.recv_fds(conn, 4096, 8)
+                if not data:
+                    break
                 buf += data
+                fds += more
                 while len(buf) >= 8:
                     oid, word = struct.unpack_from("=II", buf)
                     size, opcode = word >> 16, word & 0xFFFF
                     if len(buf) < size:
                         break
                     body, buf = buf[8:size], buf[size:]
+                    takes_fd = oid not in (1, registry)  # here only wl_shm.create_pool, which takes one
+                    self.received.append((oid, opcode, body, fds[:1] if takes_fd else []))
+                    fds = fds[1:] if takes_fd else fds
                     if oid == 1 and opcode == 1:  # get_registry
                         (reg,) = struct.unpack("=I", body)
+                        registry = reg
                         for name, iface in ((1, b"wl_shm"), (2, b"wl_output")):
                             args = struct.pack("=I", name) + _string(iface) + struct.pack("=I", 1)
                             conn.sendall(_event(reg, 0, args))
@@ -202,6 +213,26 @@ def test_the_wire_client_reads_the_registry(stub: StubCompositor) -> None:
     finally:
         conn.close()
     assert offered == {"wl_shm": [(1, 1)], "wl_output": [(2, 1)]}
+
+
+def test_a_pool_fd_travels_as_scm_rights_and_strings_are_padded(stub: StubCompositor, tmp_path: Path) -> None:
+    conn = Connection(str(stub.path))
+    shm_file = tmp_path / "pool"
+    shm_file.write_bytes(b"\0" * 4096)
+    try:
+        shm = Globals(conn).bind("wl_shm", 1)
+        with open(shm_file, "rb+") as f:
+            pool = shm.request("create_pool", None, f.fileno(), 4096)
+            conn.roundtrip()
+    finally:
+        conn.close()
+    assert pool is not None and pool.interface == "wl_shm_pool"
+    bind = next(r for r in stub.received if r[1] == 0 and r[0] != 1)  # wl_registry.bind: name, "wl_shm", 1, id
+    assert bind[2] == struct.pack("=II", 1, 7) + b"wl_shm\0\0" + struct.pack("=II", 1, shm.id)
+    (_, opcode, body, fds), = [r for r in stub.received if r[0] == shm.id]
+    assert (opcode, body) == (0, struct.pack("=Ii", pool.id, 4096)) and len(fds) == 1
+    assert os.fstat(fds[0]).st_ino == shm_file.stat().st_ino  # the very file: the compositor maps what we wrote
+    os.close(fds[0])
 
 
 def test_a_compositor_without_screencopy_or_portal_is_one_line(stub: StubCompositor, tmp_path: Path) -> None:
