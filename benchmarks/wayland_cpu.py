@@ -45,7 +45,7 @@ from framepipe.proof.xvfb import VirtualScreen, stop_process
 
 GOAL = 1.1
 WIDTH, HEIGHT = 1280, 720
-REFRESH_HZ = 240  # as tests/test_wayland.py: see NOTES.md (wlroots 0.15's headless frame timer)
+REFRESH_HZ = 1000  # as tests/test_wayland.py: see NOTES.md (wlroots 0.15's headless frame timer)
 
 
 def server_cpu(pids: list[int]) -> float:

@@ -33,7 +33,7 @@ NEEDS_SWAY = pytest.mark.skipif(not have_sway() or os.geteuid() != 0,
 #: The test output's refresh: wlroots 0.15's headless output ticks on a whole-millisecond timer restarted
 #: after each commit (60 Hz is 16 ms + the render: slower than 60 fps copies); a faster output also shows
 #: an X paint sooner (Xwayland commits on sway's frame callbacks); see NOTES.md.
-REFRESH_HZ = 240
+REFRESH_HZ = 1000
 
 
 def wayland_run(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
