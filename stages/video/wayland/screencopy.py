@@ -43,7 +43,7 @@ class ScreencopyGrabber:
                  wait_s: float = 0.1, display: str | None = None) -> None:  # fmt: skip
         self.ring, self.config, self.cursor, self.wait_s = ring, config, cursor, wait_s
         self.last_capture_ns: int | None = None
-        self.stats: dict[str, Any] = {"failed": 0, "copy_ms_max": 0.0}
+        self.stats: dict[str, Any] = {"failed": 0, "copy_ms_max": 0.0, "time_clamped": 0}
         try:
             self.session = Session(display)
         except WaylandError as exc:
@@ -142,6 +142,8 @@ class ScreencopyGrabber:
         if state.get("flags", 0) & Y_INVERT:
             raise WaylandError("the compositor's frames are upside down (y_invert), which is not supported yet")
         shown = state.get("time")
+        if shown is None or not asked <= shown <= now:  # another clock, or a time outside this copy: counted
+            self.stats["time_clamped"] += 1
         self.last_capture_ns = now if shown is None else min(max(shown, asked), now)  # never trusted raw
         return True
 
