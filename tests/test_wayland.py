@@ -72,6 +72,7 @@ def test_screencopy_is_chosen_by_itself_and_every_frame_is_kept(sway: Sway, tmp_
     assert blame.recorder_lost <= report.swaps and report.lost <= blame.screen_late, (blame, report.summary())
     assert report.backwards == 0 and report.pts_increasing and report.pts_on_grid, report.summary()
     assert stats["frames"]["dropped"] == 0, stats["stages"]["screen"]["stats"]
+    assert stats["stages"]["screen"]["stats"]["grabber"]["failed"] == 0  # every copy the compositor was asked for
     assert decodes_cleanly(out) == ""
 
 

@@ -232,7 +232,9 @@ class ScreenCapture(Source):
         if not hasattr(self, "counts"):
             return {}
         captured = self.counts["captured"]
+        extra = getattr(getattr(self, "grabber", None), "stats", None)  # a grabber's own counts (screencopy's)
         return {
+            **({"grabber": dict(extra)} if extra else {}),
             **self.counts,
             "grab_ms_mean": self.grab_ns_total / captured / 1e6 if captured else 0.0,
             "ring_fill": self.ring.fill(),
