@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(xvfb ffmpeg pulseaudio libportaudio2 libxcb1 libxcb-shm0 python3-venv nginx libnginx-mod-rtmp)
+packages=(xvfb ffmpeg pulseaudio libportaudio2 libxcb1 libxcb-shm0 python3-venv nginx libnginx-mod-rtmp sway xwayland x11-xserver-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -62,6 +62,8 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", metavar="WHAT",
                         help="record one window, followed as it moves, covered or resized: its id (0x... or "
                         "decimal), a title or class substring, or pick (click it); see `framepipe devices`")
+    parser.add_argument("--backend", help="grab backend: auto (default: screencopy, else the portal, on Wayland; "
+                        "xshm on X11), screencopy, portal, x11, xshm, mss")
     parser.add_argument("--config", help="pipeline config file (TOML); flags override it")
     parser.add_argument("--no-profile", action="store_true",
                         help="ignore this machine's tuned profile (`framepipe tune`); by default the --config "
@@ -158,7 +160,8 @@ def build_parser() -> Parser:
 def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """CLI flags as config overrides (None means: not given)."""
     return {
-        "screen": {"fps": args.fps, "monitor": args.monitor, "region": args.region, "window": args.window},
+        "screen": {"fps": args.fps, "monitor": args.monitor, "region": args.region, "window": args.window,
+                   "backend": args.backend},
         "timestamp": {"mode": "vfr" if args.vfr else None},
         "encode": {"encoder": args.encoder, "preset": args.preset, "crf": args.crf,
                    "output_height": args.output_height, "max_kbps": args.bitrate},
@@ -255,7 +258,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from framepipe.demo import demo
 
-    virtual = args.virtual or not os.environ.get("DISPLAY")
+    virtual = args.virtual or not os.environ.get("DISPLAY") or bool(os.environ.get("WAYLAND_DISPLAY"))  # rootless
     return demo(args.output, pipeline_config(args, "1920x1080" if virtual else None), args.duration, args.virtual)
 
 
@@ -309,6 +312,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(devices, indent=2))
     else:
+        for out in devices.get("wayland_outputs", []):
+            print(f"monitor {out['index']}: {out['width']}x{out['height']} at {out['left']},{out['top']}  "
+                  f"(Wayland output {out['name'] or '?'}, scale {out['scale']}, {out['refresh_hz']:g} Hz"
+                  + (", screencopy" if out["screencopy"] else ", no screencopy") + ")")
+        if devices.get("wayland_error"):
+            print(f"Wayland: {devices['wayland_error']}")
         for mon in devices["monitors"]:
             print(
                 f"monitor {mon['index']}: {mon['width']}x{mon['height']} at {mon['left']},{mon['top']}"

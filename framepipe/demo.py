@@ -39,9 +39,12 @@ def display(virtual: bool, width: int = 1920, height: int = 1080) -> Iterator[st
     with VirtualScreen(width, height) as screen:
         previous = os.environ.get("DISPLAY")
         os.environ["DISPLAY"] = screen.display
+        wayland = os.environ.pop("WAYLAND_DISPLAY", None)  # record the virtual screen, not the Wayland desktop
         try:
             yield screen.display
         finally:
+            if wayland is not None:
+                os.environ["WAYLAND_DISPLAY"] = wayland
             if previous is None:
                 os.environ.pop("DISPLAY", None)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pipeline.errors import SetupError
@@ -40,5 +41,16 @@ def list_windows() -> list[dict[str, Any]]:
 
 
 def list_devices() -> dict[str, Any]:
-    """Everything `framepipe devices` shows."""
-    return {"monitors": list_monitors(), "windows": list_windows(), "audio": list_audio()}
+    """Everything `framepipe devices` shows (on Wayland its outputs too; the X11 monitors only with a DISPLAY)."""
+    if not os.environ.get("WAYLAND_DISPLAY"):
+        return {"monitors": list_monitors(), "windows": list_windows(), "audio": list_audio()}
+    from stages.video.wayland.outputs import list_outputs
+
+    devices: dict[str, Any] = {}
+    try:
+        devices["wayland_outputs"] = list_outputs()
+    except SetupError as exc:
+        devices["wayland_outputs"], devices["wayland_error"] = [], str(exc)
+    devices["monitors"] = list_monitors() if os.environ.get("DISPLAY") else []
+    devices["windows"] = list_windows() if os.environ.get("DISPLAY") else []
+    return {**devices, "audio": list_audio()}

@@ -26,6 +26,7 @@ from stages.outputs.formats import (
     container_for,
     output_size,
 )  # fmt: skip
+from stages.video.backend import choose
 from stages.video.screen import screen_rect
 from stages.video.x11windows import WindowInfo
 
@@ -108,13 +109,15 @@ def plan(config: PipelineConfig) -> Plan:
                 check_codec(out.path, config.audio.codec)
             elif out.kind == "stream" and config.audio.codec != "aac":
                 raise ConfigError("a stream carries aac audio (FLV): set audio.codec = \"aac\"")
+    choice = choose(config.screen)  # auto on Wayland: screencopy, else the portal (said in one line)
+    config = replace(config, screen=replace(config.screen, backend=choice.backend))
     screen_config, window = resolve_window(config.screen)
     rect = screen_rect(screen_config)
     enc = encoder_settings(config)
     if enc.output_height > rect["height"]:
         raise ConfigError(f"encode.output_height = {enc.output_height} is above the {rect['height']} pixels "
                           "recorded: give a smaller height, or 0 to keep the size")  # fmt: skip
-    geometry = Geometry(rect["width"], rect["height"], rect["width"] * 4)
+    geometry = Geometry(rect["width"], rect["height"], rect.get("stride", rect["width"] * 4))
     slots = max(MIN_SLOTS, round(config.screen.ring_seconds * config.screen.fps))
     width, height = output_size(rect["width"], rect["height"], enc.output_height)
     folder = replay_folder(config)
@@ -151,7 +154,8 @@ def plan(config: PipelineConfig) -> Plan:
             summary=encode.summary + f"; audio {config.audio.codec} {config.audio.bitrate_kbps} kb/s a track",
         )  # fmt: skip
     lines = tuple(output_line(o, folder) for o in config.outputs)
-    info: dict[str, Any] = {"rect": rect, "replay_folder": folder}
+    rect = {k: rect[k] for k in ("left", "top", "width", "height")}
+    info: dict[str, Any] = {"rect": rect, "replay_folder": folder, "backend_line": choice.line}
     if window is not None:
         info["window"] = window.as_dict()
     result = Plan(tuple(stages), tuple(rings), lines, info)

@@ -487,6 +487,8 @@ def run_job(job: RecordJob, hosts: StageHosts) -> int:
     """The recording itself, with its stage processes already starting."""
     check_outputs(job)
     graph = plan(job.config)
+    if graph.info.get("backend_line"):  # Wayland, or a fallback: which backend records, in one line
+        print(f"framepipe: {graph.info['backend_line']}", file=sys.stderr)
     check_audio(job.config.audio)
     status = StatusLine(job.config.screen.fps, job.status_line and sys.stderr.isatty())
     grid = round(NS_PER_S / job.config.screen.fps)

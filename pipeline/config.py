@@ -7,7 +7,7 @@ naming the key and what is allowed.
 
 TOML layout (every table and key optional)::
 
-    [screen]     fps, monitor, region, backend, ring_seconds, window, affinity, nice
+    [screen]     fps, monitor, region, backend, cursor, ring_seconds, window, affinity, nice
     [timestamp]  mode, affinity, nice
     [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, output_height, overload, affinity, nice
     [audio]      sources, mix, missing, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
@@ -28,7 +28,9 @@ X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )  # fmt: skip
 ENCODERS = ("libx264", "h264_nvenc", "h264_qsv", "h264_amf", "h264_videotoolbox", "hevc_nvenc", "libx265")
-BACKENDS = ("auto", "xshm", "mss", "mss-xgetimage", "mss-xlib")
+BACKENDS = ("auto", "xshm", "mss", "mss-xgetimage", "mss-xlib", "x11", "screencopy", "portal")
+#: The backends that record a Wayland desktop (the others are X11 ones; "x11" is the best of those).
+WAYLAND_BACKENDS = ("screencopy", "portal")
 AUDIO_CODECS = ("aac", "opus")
 MAX_GAIN = 10.0
 
@@ -55,7 +57,9 @@ class ScreenConfig(StageConfig):
     fps: float = _opt(60.0, lo=1, hi=240)  # frames grabbed per second
     monitor: int = _opt(1, lo=0, hi=64)  # mss monitor number: 0 is all monitors, 1 the first
     region: tuple[int, ...] = _opt(())  # x, y, width, height within the screen; empty: whole monitor
-    backend: str = _opt("auto", choices=BACKENDS)  # grab backend: xshm writes into the ring, mss copies once
+    backend: str = _opt("auto", choices=BACKENDS)  # grab backend: xshm writes into the ring, mss copies once;
+    # screencopy (wlroots) too; auto: screencopy, else the portal, when WAYLAND_DISPLAY is set, else xshm
+    cursor: bool = _opt(False)  # draw the pointer into the frames (Wayland backends; X11 grabs never do)
     ring_seconds: float = _opt(0.2, lo=0.05, hi=10)  # video ring size, in seconds of frames (at least 8 slots);
     # its peak fill stays at 1-4 slots at 1080p60: a larger ring only costs memory (a run near full warns)
     window: str = _opt("")  # record one window: an id (0x...), a title or class substring, or "pick"; empty: the screen

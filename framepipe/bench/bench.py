@@ -158,6 +158,7 @@ def record_all(scenario: Scenario, options: BenchOptions, folder: Path) -> Recor
             if scenario.cpu_load:
                 load = benchrun.start_cpu_load(max(os.sched_getaffinity(0)))
             env = dict(os.environ, DISPLAY=display)
+            env.pop("WAYLAND_DISPLAY", None)  # the bench's X display, not a Wayland desktop's screencopy
             loadavg = [round(v, 2) for v in os.getloadavg()]
             runs = {}
             for name in options.recorders:

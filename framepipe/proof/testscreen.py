@@ -1,7 +1,9 @@
 """The test picture: a frame-numbered code plus moving content, painted on an X root window.
 
 Run as ``python -m framepipe.proof.testscreen --display :91 --fps 60 [--heavy] [--info FILE] [--duration S]``
-or start it from Python with :func:`start_testscreen`.
+or start it from Python with :func:`start_testscreen`. ``--window`` paints a borderless window the size of
+the screen (titled ``framepipe-testscreen``) instead of the root window: under a rootless X server
+(Xwayland under sway) the root shows nothing, and the compositor is told to make that window fullscreen.
 
 State ``n`` is painted at the absolute deadline ``base_ns + n / fps`` of ``pipeline.clock.now_ns()``
 (late by more than one period: skip ahead and count it). Each state puts a frame-number code in one
@@ -53,6 +55,9 @@ NOISE_SIZE, NOISE_IMAGES = (960, 540), 6
 BACKGROUND = 0x283038
 BAND_COLOURS = (0xE04040, 0x40C060, 0x4080E0, 0xE0C040, 0xC040C0, 0x40C0C0)
 BAR_COLOURS = (0xF0A030, 0x30F0A0, 0xA030F0)
+
+#: The title of the ``--window`` window (a compositor's rule can match it).
+WINDOW_TITLE = "framepipe-testscreen"
 
 #: Seconds :func:`start_testscreen` waits for the painter's info file.
 START_TIMEOUT_S = 10.0
@@ -145,7 +150,9 @@ def _typed_xlib() -> ctypes.CDLL:
         "XStoreName": ([vp, ul, ctypes.c_char_p], i),
         "XInternAtom": ([vp, ctypes.c_char_p, i], ul),
         "XChangeProperty": ([vp, ul, ul, ul, i, i, ctypes.c_char_p, i], i),
+        "XSelectInput": ([vp, ul, ctypes.c_long], i),
         "XMapWindow": ([vp, ul], i),
+        "XNextEvent": ([vp, vp], i),
     }
     for name, (args, res) in signatures.items():
         func = getattr(lib, name)
@@ -176,16 +183,21 @@ class _Screen:
             self._open_window(window, title)
 
     def _open_window(self, rect: tuple[int, int, int, int], title: str) -> None:
-        """A top-level window to paint in (title and WM_CLASS set), mapped and shown when this returns."""
-        x, y, w, h = rect
+        """A top-level window to paint in (title and WM_CLASS set), mapped (MapNotify seen: under a compositor,
+        Xwayland's, that is later than the request) when this returns. A rect of zeros covers the screen."""
+        x, y, w, h = rect if rect[2] else (0, 0, self.width, self.height)
         lib = self.lib
         self.window = lib.XCreateSimpleWindow(self.dpy, self.root, x, y, w, h, 0, 0, BACKGROUND)
         lib.XStoreName(self.dpy, self.window, title.encode())
         wm_class = b"framepipe-test\0FramepipeTest\0"
         lib.XChangeProperty(self.dpy, self.window, lib.XInternAtom(self.dpy, b"WM_CLASS", 0), 31, 8, 0, wm_class,
                             len(wm_class))  # fmt: skip  # 31: XA_STRING, 0: PropModeReplace
+        lib.XSelectInput(self.dpy, self.window, 1 << 17)  # StructureNotifyMask
         lib.XMapWindow(self.dpy, self.window)
-        lib.XSync(self.dpy, 0)
+        event = ctypes.create_string_buffer(192)  # an XEvent; its first int is the type
+        while ctypes.c_int.from_buffer(event).value != 19:  # MapNotify
+            lib.XNextEvent(self.dpy, event)
+        lib.XSelectInput(self.dpy, self.window, 0)
         self.target, self.width, self.height = self.window, w, h
 
     def image(self, buffer: np.ndarray) -> Any:
@@ -295,7 +307,8 @@ class TestscreenConfig:
     heavy: bool = False  # add the large noise area
     info_path: Path | None = None  # where to write the info JSON (and FILE.stats at the end)
     duration_s: float | None = None  # stop after this many seconds (None: until a signal)
-    window: tuple[int, int, int, int] | None = None  # paint in a window of our own (x, y, w, h), not the root
+    window: tuple[int, int, int, int] | None = None  # paint in a window of our own (x, y, w, h; zeros: the
+    # whole screen, for rootless X servers: Xwayland), not the root
     cover: bool = False  # paint the window once with a pattern that reads as no code (to cover another window)
 
 
@@ -314,7 +327,8 @@ def run(config: TestscreenConfig) -> dict[str, Any]:
         nonlocal stop
         stop = True
 
-    screen = _Screen(config.display, config.window, "framepipe cover" if config.cover else "framepipe test window")
+    title = "framepipe cover" if config.cover else WINDOW_TITLE if config.window == FULL else "framepipe test window"
+    screen = _Screen(config.display, config.window, title)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if config.cover:
@@ -390,8 +404,13 @@ def _cover(screen: _Screen, config: TestscreenConfig, stopped: Any) -> dict[str,
     return {"paints": 1, "skipped": 0}
 
 
+FULL = (0, 0, 0, 0)  # --window full: a window covering the screen
+
+
 def _geometry(text: str) -> tuple[int, int, int, int]:
-    """WxH+X+Y as x, y, w, h."""
+    """WxH+X+Y as x, y, w, h; "full" as FULL."""
+    if text == "full":
+        return FULL
     try:
         size, x, y = text.split("+")
         w, h = size.split("x")
@@ -411,7 +430,8 @@ def start_testscreen(display: str, fps: float = 60, heavy: bool = False, *,
                      timeout_s: float = START_TIMEOUT_S, window: str | None = None,
                      cover: bool = False) -> subprocess.Popen[bytes]:  # fmt: skip
     """Start the test screen as a subprocess; return once its first state is on screen (``window``: WxH+X+Y,
-    paint in a window of its own; ``cover``: a window of a pattern without codes, returned once shown)."""
+    paint in a window of its own, "full": one covering the screen; ``cover``: a window of a pattern without
+    codes, returned once shown)."""
     info = Path(info_path)
     args = ["--display", display, "--fps", str(fps), "--info", str(info)]
     if heavy:
@@ -437,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heavy", action="store_true", help="add a large noise area")
     parser.add_argument("--info", type=Path, help="write the info JSON here (and FILE.stats at the end)")
     parser.add_argument("--duration", type=float, help="stop after S seconds")
-    parser.add_argument("--window", type=_geometry, metavar="WxH+X+Y", help="paint in a window of its own")
+    parser.add_argument("--window", type=_geometry, metavar="WxH+X+Y|full",
+                        help="paint in a window of its own (full: covering the screen, for rootless X servers)")
     parser.add_argument("--cover", action="store_true", help="with --window: a pattern that reads as no code")
     args = parser.parse_args(argv)
     try:

@@ -101,6 +101,7 @@ class TrialRunner:
     def __init__(self, display: str, work: Path, cores: int, monitor: tuple[int, int]) -> None:
         self.display, self.work, self.cores, self.monitor = display, work, cores, monitor
         self.env = dict(os.environ, DISPLAY=display)
+        self.env.pop("WAYLAND_DISPLAY", None)  # the X display tune chose, not a Wayland desktop's screencopy
         self.count = 0
 
     def __call__(self, cand: Candidate, target: Target, seconds: float) -> Trial:

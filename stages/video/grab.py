@@ -21,6 +21,9 @@ class Grabber(Protocol):
     """Puts the current picture into ring slots (fp-screen's thread calls every method)."""
 
     description: str  # the backend as `record` reports it: "xshm, zero-copy"
+    # Optional: a grabber that learns when its picture was made (screencopy's ``ready``) sets
+    # ``last_capture_ns`` (pipeline clock, absolute ns) on each fresh grab; the stage stamps with it
+    # instead of the grab's start.
 
     def grab(self, slot: int) -> bool:
         """Fill ``slot`` with the picture now; False: nothing new to show (the slot is given back and the

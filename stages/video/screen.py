@@ -24,6 +24,7 @@ from pipeline.config import ScreenConfig
 from pipeline.errors import SetupError
 from pipeline.ring import FLAG_DISCONT, PIXFMT_BGRA, Ring, SlotHeader
 from pipeline.stage import Source
+from stages.video.backend import is_wayland
 from stages.video.grab import Grabber, SourceGone
 from stages.video.xshm import MAX_OFFSET, XshmGrabber, XshmUnavailable
 
@@ -54,7 +55,12 @@ def monitor_rect(monitors: list[dict[str, int]], config: ScreenConfig) -> dict[s
 
 def screen_rect(config: ScreenConfig) -> dict[str, int]:
     """Resolve the capture rectangle (supervisor, before rings exist); SetupError without a display. A window
-    (``config.window``, an id by now: see ``plan.resolve_window``) is its size at the start, rounded down to even."""
+    (``config.window``, an id by now: see ``plan.resolve_window``) is its size at the start, rounded down to even;
+    on Wayland the compositor's own buffer size and stride (``stride``) for one capture."""
+    if is_wayland(config.backend):
+        from stages.video.wayland.outputs import output_rect
+
+        return output_rect(None, config)
     import mss
 
     if config.window:
@@ -151,6 +157,8 @@ class ScreenCapture(Source):
         g = self.ring.geometry
         if self.config.window:  # its size may change from now on: followed, scaled into the ring's
             self.rect = {"left": 0, "top": 0, "width": g.width, "height": g.height}
+        elif is_wayland(self.config.backend):
+            self.rect = screen_rect(self.config)
         else:
             with mss.MSS(backend=mss_backend(self.config.backend)) as sct:
                 self.rect = monitor_rect(list(sct.monitors), self.config)
@@ -175,7 +183,15 @@ class ScreenCapture(Source):
         """The zero-copy grabber when asked for (or on auto) and possible; fallbacks are reported."""
         if self.config.window:
             return open_window(self.ring, self.config.window, self.ctx.extra.get("window_title", ""))
-        if self.config.backend not in ("auto", "xshm"):
+        if self.config.backend == "screencopy":  # the planner chose it (or was told): no quiet fallback to X11
+            from stages.video.wayland.screencopy import ScreencopyGrabber
+
+            return ScreencopyGrabber(self.ring, self.config, cursor=self.config.cursor)
+        if self.config.backend == "portal":
+            from stages.video.wayland.portal import unavailable
+
+            raise SetupError(f"the desktop portal backend is not available here: {unavailable()}")
+        if self.config.backend not in ("auto", "xshm", "x11"):
             return MssRoot(self.ring, self.rect, self.config.backend)
         why = "needs Linux and X11"
         if sys.platform.startswith("linux") and os.environ.get("DISPLAY"):
@@ -227,7 +243,8 @@ class ScreenCapture(Source):
                 self.tick += 1
                 self.counts["recorded_ns"] = round(self.tick * self.period)
                 return True
-            capture_ns = t0 - self.base_time
+            shown = getattr(self.grabber, "last_capture_ns", None)  # when the picture was made, if the grabber knows
+            capture_ns = (t0 if shown is None else shown) - self.base_time
             g = self.ring.geometry
             self.ring.write_header(slot, SlotHeader(self.seq, capture_ns, g.width, g.height, g.stride, PIXFMT_BGRA,
                                                     self.flags))  # fmt: skip
@@ -252,7 +269,9 @@ class ScreenCapture(Source):
         if not hasattr(self, "counts"):
             return {}
         captured = self.counts["captured"]
+        extra = getattr(getattr(self, "grabber", None), "stats", None)  # a grabber's own counts (screencopy's)
         return {
+            **({"grabber": dict(extra)} if extra else {}),
             **self.counts,
             **getattr(getattr(self, "grabber", None), "counts", {}),  # a window's resizes, scaled, unmapped frames
             "grab_ms_mean": self.grab_ns_total / captured / 1e6 if captured else 0.0,

@@ -1,0 +1,1 @@
+"""Wayland capture: the wire protocol in pure Python, the outputs, and wlroots screencopy into the ring."""
