@@ -53,6 +53,13 @@ def megabytes(text: str) -> float:
     return value
 
 
+def camera_overlay(text: str) -> dict[str, Any]:
+    try:
+        return cfg.parse_overlay(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--camera-overlay ")) from None
+
+
 def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that override the pipeline config (record and demo)."""
     parser.add_argument("--fps", type=float, help="frames per second (default 60)")
@@ -76,6 +83,15 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mix", action="store_true", help="add one track mixing every audio source")
     parser.add_argument("--no-audio", action="store_true", help="record video only")
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    parser.add_argument("--camera", metavar="SOURCE",
+                        help="a camera or phone in a corner: a V4L2 device (/dev/video0, see `framepipe devices`) "
+                        "or a URL (rtsp://, rtmp://, http(s)://)")
+    parser.add_argument("--camera-size", metavar="WxH", help="V4L2: the picture size asked of the camera")
+    parser.add_argument("--camera-fps", type=float, metavar="FPS", help="V4L2: the frame rate asked of the camera")
+    parser.add_argument("--camera-format", metavar="NAME", help="V4L2: the pixel format asked (mjpeg, yuyv422, h264)")
+    parser.add_argument("--camera-overlay", type=camera_overlay, metavar="POSITION[,SIZE%][,circle|rect]",
+                        help="where the camera goes: bottom-right (default), bottom-left, top-right, top-left; "
+                        "its height in percent of the picture's (default 25%%); rect (default) or circle")
 
 
 def build_parser() -> Parser:
@@ -138,7 +154,7 @@ def build_parser() -> Parser:
                       help="full (default), or quick: the defaults only, confirmed (a smoke test)")
     tune.add_argument("--show", action="store_true", help="print this machine's tuned profile and stop")
 
-    dev = sub.add_parser("devices", help="list monitors and audio inputs")
+    dev = sub.add_parser("devices", help="list monitors, audio inputs and cameras")
     dev.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -151,6 +167,8 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "encode": {"encoder": args.encoder, "preset": args.preset, "crf": args.crf,
                    "output_height": args.output_height, "max_kbps": args.bitrate},
         "audio": {"sources": audio_sources(args), "mix": True if args.mix else None},
+        "camera": {"source": args.camera, "size": args.camera_size, "frame_rate": args.camera_fps,
+                   "format": args.camera_format, **(args.camera_overlay or {})},
     }
 
 
@@ -263,6 +281,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 + ("  (all monitors)" if mon["index"] == 0 else "")
             )
         print("\n".join(audio_lines(devices["audio"])))
+        cameras = devices.get("cameras", [])
+        print("\n".join(f"camera {c['device']}: {c['name']}" for c in cameras) or "camera: none (no /dev/video*)")
     return 0
 
 

@@ -31,4 +31,6 @@ def list_audio() -> dict[str, Any]:
 
 def list_devices() -> dict[str, Any]:
     """Everything `framepipe devices` shows."""
-    return {"monitors": list_monitors(), "audio": list_audio()}
+    from stages.video.corner import v4l2_cameras
+
+    return {"monitors": list_monitors(), "audio": list_audio(), "cameras": v4l2_cameras()}

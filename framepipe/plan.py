@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import AudioConfig, EncodeConfig, OutputConfig, PipelineConfig
+from pipeline.config import AudioConfig, CameraConfig, EncodeConfig, OutputConfig, PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.graph import Plan, RingSpec, StageSpec
 from pipeline.ring import Geometry
@@ -25,7 +25,10 @@ from stages.outputs.formats import (
     container_for,
     output_size,
 )  # fmt: skip
+from stages.video.corner import check_source, describe, overlay_box
 from stages.video.screen import screen_rect
+
+CAMERA_SLOTS = 4  # the camera's ring: the picture the encoder shows, the next ones on their way
 
 
 def output_settings(out: OutputConfig, folder: str) -> dict[str, Any]:
@@ -123,6 +126,15 @@ def plan(config: PipelineConfig) -> Plan:
             rings={**encode.rings, "audio_ring": "audio"},
             summary=encode.summary + f"; audio {config.audio.codec} {config.audio.bitrate_kbps} kb/s a track",
         )  # fmt: skip
+    if config.camera.source:
+        camera, ring = camera_stage(config.camera, width, height)
+        stages.insert(1, camera)
+        rings.append(ring)
+        enc_spec = stages[-1]
+        stages[-1] = replace(enc_spec, inputs={**enc_spec.inputs, "camera": "camera.pictures"},
+                             extra={**enc_spec.extra, "camera": camera.extra["overlay"]},
+                             rings={**enc_spec.rings, "camera_ring": "camera"},
+                             summary=enc_spec.summary + "; camera " + config.camera.overlay)  # fmt: skip
     lines = tuple(output_line(o, folder) for o in config.outputs)
     result = Plan(tuple(stages), tuple(rings), lines, {"rect": rect, "replay_folder": folder})
     result.check()
@@ -138,3 +150,20 @@ def audio_stage(audio: AudioConfig) -> tuple[StageSpec, RingSpec]:
     spec = StageSpec("audio", "stages.audio.capture:AudioCapture", audio, rings={"ring": "audio"}, source=True,
                      essential=False, summary=f"{sources}, {OUT_RATE // 1000} kHz")  # fmt: skip
     return spec, RingSpec("audio", Geometry(block, audio.channels, block * 4), slots, "audio blocks, audio -> encode")
+
+
+def camera_stage(camera: CameraConfig, width: int, height: int) -> tuple[StageSpec, RingSpec]:
+    """The camera stage (a source that is not essential: the screen goes on without it) and its ring of I420
+    pictures the overlay's size, for an output of ``width`` x ``height``."""
+    check_source(camera)
+    if camera.overlay == "none":
+        raise ConfigError("camera.overlay = \"none\" (the camera as its own track) is not built yet: "
+                          "choose a corner, e.g. --camera-overlay bottom-right")  # fmt: skip
+    box = overlay_box(camera, width, height)
+    overlay = {"x": box.x, "y": box.y, "width": box.width, "height": box.height, "shape": camera.shape,
+               "stale_ns": round(camera.stall_s * 1e9)}  # fmt: skip
+    spec = StageSpec("camera", "stages.video.camera:CameraCapture", camera, rings={"ring": "camera"}, source=True,
+                     essential=False, extra={"box": (box.width, box.height), "overlay": overlay},
+                     summary=describe(camera, box))  # fmt: skip
+    geometry = Geometry(box.width, box.height * 3 // 2, box.width)  # I420: Y rows, then U and V packed
+    return spec, RingSpec("camera", geometry, CAMERA_SLOTS, f"{box.width}x{box.height} I420, camera -> encode")

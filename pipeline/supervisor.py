@@ -331,7 +331,8 @@ class Supervisor:
             self.steering.saved(message)
         elif isinstance(message, msg.Error):
             self.outcome.errors.append(f"{name}: {message.text}")
-            self.on_message(f"framepipe: error in {name}: {message.text}")
+            if self.outcome.base_time:  # before the start it is raised, and said once (a camera that does not answer)
+                self.on_message(f"framepipe: error in {name}: {message.text}")
 
     def _exited(self, record: StageRecord) -> None:
         self._receive(record)  # its last words

@@ -34,6 +34,7 @@ from pipeline.stage import Stage
 from stages.audio.encode import AudioEncoder
 from stages.outputs.formats import GLOBAL_HEADER, OUTPUT_KINDS, frame_rate, output_size
 from stages.outputs.output import Coded, Output, OutputState
+from stages.video.overlay import Overlay
 from stages.video.timestamp import VFR_TIME_BASE
 
 FALLBACK_ENCODER = "libx264"
@@ -190,6 +191,8 @@ class Encoder(Stage):
             "bytes": 0, "seq_mismatch": 0, "paused_frames": 0,
         }  # fmt: skip
         self.audio: AudioEncoder | None = None  # added in start(), once the audio stage named its tracks
+        camera = extra.get("camera")  # the camera's box: its newest picture is pasted into every frame
+        self.overlay = Overlay(Ring.attach(extra["camera_ring"]), camera, camera["stale_ns"]) if camera else None
         reserved = extra.get("reserved", {})  # the files the supervisor created for us (stages.outputs.paths)
         self.outputs = [make_output({**o, "reserved": reserved.get(o.get("path"))}, self.ctx.warn)
                         for o in extra["outputs"]]  # fmt: skip
@@ -242,7 +245,9 @@ class Encoder(Stage):
         replay.save(message.seconds or None, done)  # type: ignore[attr-defined]
 
     def on_buffer(self, port: str, message: msg.Message) -> None:
-        if isinstance(message, msg.AudioBlock):
+        if port == "camera" and self.overlay is not None:
+            self.overlay.take(message)  # type: ignore[arg-type]
+        elif isinstance(message, msg.AudioBlock):
             if self.audio is not None:
                 self._send(self.audio.encode(message), video=False)
         else:
@@ -263,6 +268,8 @@ class Encoder(Stage):
             self.capture_of_pts[message.pts] = message.capture_ns
             frame = self.frames[message.slot]
             self.last = self.reformatter.reformat(frame, *self.size, "yuv420p", **self.convert)
+            if self.overlay is not None:  # the camera's newest picture, into the converted planes
+                self.overlay.paste(self.last, message.capture_ns)
             self._release(message.slot, message.seq)  # converted: the slot can go back to capture now
             self._encode(message.pts)
             self.counts["encoded"] += 1
@@ -362,6 +369,7 @@ class Encoder(Stage):
             "paused_ms": round(self.pauses.paused_ns(now_ns() - self.base_time) / 1e6) if self.base_time else 0,
             "outputs": [o.stats() for o in self.outputs],
             **({"audio": self.audio.stats()} if self.audio is not None else {}),
+            **(self.overlay.counts if self.overlay is not None else {}),
         }
 
     def close(self) -> None:
@@ -379,5 +387,9 @@ class Encoder(Stage):
         audio, self.audio = getattr(self, "audio", None), None
         if audio is not None:
             audio.close()
+        overlay, self.overlay = getattr(self, "overlay", None), None
+        if overlay is not None:
+            overlay.close()
+            overlay.ring.close()
         if hasattr(self, "ring"):
             self.ring.close()
