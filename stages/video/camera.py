@@ -132,10 +132,11 @@ class CameraCapture(Source):
         try:
             while not self.stopping.is_set():
                 if self.container is None:
+                    tried = now_ns()
                     try:
                         self.container, self.stream = open_source(self.config, self.config.open_timeout_s)
-                    except SetupError:
-                        self.stopping.wait(RETRY_S)
+                    except SetupError:  # refused at once: wait; timed out: it waited already
+                        self.stopping.wait(max(0.0, RETRY_S - (now_ns() - tried) / NS_PER_S))
                         continue
                     self.counts["reopened"] += 1
                     if lost_at is not None:
