@@ -4,12 +4,14 @@ process the pieces (V4L2 options, the box, the device clock, the paste)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -80,7 +82,7 @@ def test_device_times_smooth_arrival_jitter_and_never_run_ahead() -> None:
     arrivals = [5_000_000_000 + n * period + (40_000_000 if n % 3 else 0) for n in range(30)]  # jittery network
     stamps = [clock.stamp(1_000_000 + n * period, a) for n, a in enumerate(arrivals)]
     assert all(s <= a for s, a in zip(stamps, arrivals, strict=True))  # never later than it came
-    assert {b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)} == {period}  # the device's own spacing
+    assert {b - a for a, b in itertools.pairwise(stamps)} == {period}  # the device's own spacing
     assert clock.stamp(None, 9_000_000_000) == 9_000_000_000  # no device time: the arrival
     assert clock.stamp(0, 9_100_000_000) == 9_100_000_000 and clock.anchors == 2  # went back: a new mapping
     slow = [clock.stamp(n * period, 9_100_000_000 + n * (period + 5_000_000)) for n in range(1, 80)]
@@ -103,7 +105,7 @@ def test_the_newest_picture_is_pasted_in_place(shape: str) -> None:
     try:
         box = {"x": 100, "y": 60, "width": w, "height": h, "shape": shape}
         overlay = Overlay(ring, box, stale_ns=1_000_000_000)
-        frame = av.VideoFrame(320, 180, "yuv420p")
+        frame: Any = av.VideoFrame(320, 180, "yuv420p")
         for plane in frame.planes:
             np.frombuffer(plane, np.uint8)[:] = 16
         before = frame.planes[0].buffer_ptr
@@ -177,7 +179,8 @@ def corner_colours(path: Path, box: Box, every: int = 30) -> list[tuple[float, t
         for i, frame in enumerate(container.decode(video=0)):
             if i % every:
                 continue
-            rgb = frame.to_ndarray(format="rgb24")[box.y + 8 : box.y + box.height - 8, box.x + 8 : box.x + box.width - 8]
+            rows, cols = slice(box.y + 8, box.y + box.height - 8), slice(box.x + 8, box.x + box.width - 8)
+            rgb = frame.to_ndarray(format="rgb24")[rows, cols]
             r, g, b = (float(v) for v in rgb.reshape(-1, 3).mean(axis=0))
             out.append((float(frame.time or 0.0), (r, g, b)))
     return out
