@@ -127,6 +127,9 @@ def plan(config: PipelineConfig) -> Plan:
             summary=encode.summary + f"; audio {config.audio.codec} {config.audio.bitrate_kbps} kb/s a track",
         )  # fmt: skip
     if config.camera.source:
+        if config.camera.overlay == "none" and any(o.kind == "stream" for o in config.outputs):
+            raise ConfigError("a stream (FLV) carries one video track: put the camera in a corner "
+                              "(--camera-overlay bottom-right) or record it to a file only")  # fmt: skip
         camera, ring = camera_stage(config.camera, width, height)
         stages.insert(1, camera)
         rings.append(ring)
@@ -156,12 +159,9 @@ def camera_stage(camera: CameraConfig, width: int, height: int) -> tuple[StageSp
     """The camera stage (a source that is not essential: the screen goes on without it) and its ring of I420
     pictures the overlay's size, for an output of ``width`` x ``height``."""
     check_source(camera)
-    if camera.overlay == "none":
-        raise ConfigError("camera.overlay = \"none\" (the camera as its own track) is not built yet: "
-                          "choose a corner, e.g. --camera-overlay bottom-right")  # fmt: skip
     box = overlay_box(camera, width, height)
     overlay = {"x": box.x, "y": box.y, "width": box.width, "height": box.height, "shape": camera.shape,
-               "stale_ns": round(camera.stall_s * 1e9)}  # fmt: skip
+               "stale_ns": round(camera.stall_s * 1e9), "track": camera.overlay == "none"}  # fmt: skip
     spec = StageSpec("camera", "stages.video.camera:CameraCapture", camera, rings={"ring": "camera"}, source=True,
                      essential=False, extra={"box": (box.width, box.height), "overlay": overlay},
                      summary=describe(camera, box))  # fmt: skip

@@ -349,7 +349,19 @@ def summary(stats: dict[str, Any]) -> str:
         f"CPU {cpu / secs:.2f} cores",
     ]
     audio = audio_line(stats.get("audio"))
-    return "\n".join([*lines, audio] if audio else lines)
+    camera = camera_line(stats["stages"])
+    return "\n".join([*lines, *(line for line in (audio, camera) if line)])
+
+
+def camera_line(stages: dict[str, Any]) -> str | None:
+    """One line for people on the camera: pictures, frames it was shown in, times it was lost."""
+    if "camera" not in stages:
+        return None
+    cam, enc = stages["camera"]["stats"], stages.get("encode", {}).get("stats", {})
+    where = (f"its own track, {enc.get('camera_encoded', 0)} encoded" if "camera_encoded" in enc else
+             f"shown in {enc.get('camera_shown', 0)} frames, not in {enc.get('camera_not_shown', 0)}")  # fmt: skip
+    return (f"  camera {stages['camera']['info'].get('source', '')}: {cam.get('pictures', 0)} pictures, {where}; "
+            f"lost {cam.get('lost', 0)}x, dropped {cam.get('dropped_ring_full', 0)} (ring full)")
 
 
 def output_summary(out: dict[str, Any], stats: dict[str, Any]) -> str:

@@ -101,3 +101,42 @@ class Overlay:
             self.ring.release()
             self.held = None
         self.planes = []
+
+
+class CameraTrack:
+    """The camera as its own video track (``overlay = "none"``): each picture encoded as it comes, at its
+    running time in ms (the camera's own rate), from a copy (a small one), its slot given back at once."""
+
+    def __init__(self, ring: Ring, stream: Any, box: dict[str, Any]) -> None:
+        self.ring, self.stream = ring, stream
+        w, h = self.width, self.height = box["width"], box["height"]
+        self.planes = []
+        for i in range(ring.slots):
+            raw = ring.raw(i)
+            self.planes.append((raw[: w * h].reshape(h, w), raw[w * h : w * h * 5 // 4].reshape(h // 2, w // 2),
+                                raw[w * h * 5 // 4 :].reshape(h // 2, w // 2)))  # fmt: skip
+        self.last_pts = -1
+        self.counts = {"camera_pictures": 0, "camera_encoded": 0}
+
+    def encode(self, picture: msg.Frame, shift_ns: int | None) -> list[Any]:
+        """The packets of one picture (none while paused: ``shift_ns`` None); its slot goes back."""
+        import av
+
+        self.counts["camera_pictures"] += 1
+        if shift_ns is None:
+            self.ring.release()
+            return []
+        frame: Any = av.VideoFrame(self.width, self.height, "yuv420p")
+        for plane, src in zip(frame.planes, self.planes[picture.slot], strict=True):
+            rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+            rows[: src.shape[0], : src.shape[1]] = src
+        self.ring.release()
+        self.last_pts = frame.pts = max(self.last_pts + 1, (picture.capture_ns - shift_ns) // 1_000_000)
+        self.counts["camera_encoded"] += 1
+        return list(self.stream.encode(frame))
+
+    def flush(self) -> list[Any]:
+        return list(self.stream.encode(None))
+
+    def close(self) -> None:
+        self.planes = []
