@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import av
 from rounds import FPS, bench_parser, check_file, interleave, load, measure, medians, new_doc, num, output_folder
 
-from framepipe.proof.rtmp import RtmpServer
+from framepipe.proof.rtmp import RtmpServer, push_test_camera
 from framepipe.proof.testscreen import load_info, start_testscreen
 from framepipe.proof.xvfb import VirtualScreen, stop_process
 from pipeline.config import CameraConfig
@@ -36,8 +35,6 @@ from stages.video.corner import Box, overlay_box
 
 GOAL = 1.15
 MODES = ("screen", "camera")
-PUSH = ["ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i", "color=green:size=640x360:rate=30",
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-f", "flv"]  # fmt: skip
 
 
 def green_share(path: Path, box: Box) -> float:
@@ -129,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = new_doc("camera_cpu.py", argv, seconds=args.seconds, shape=args.shape)
     with VirtualScreen(1920, 1080) as screen, RtmpServer() as server:
         url = server.url("cam")
-        pusher = subprocess.Popen([*PUSH, url], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)  # fmt: skip
+        pusher = push_test_camera(url)
         time.sleep(1.0)
         env = dict(os.environ, DISPLAY=screen.display)
         info_path = folder / "screen.json"

@@ -21,7 +21,7 @@ from test_bad_input import assert_one_line_error
 from test_crash import wait_recording
 
 from framepipe.proof import judge
-from framepipe.proof.rtmp import RtmpServer, free_port, have_nginx_rtmp
+from framepipe.proof.rtmp import RtmpServer, free_port, have_nginx_rtmp, push_test_camera
 from framepipe.proof.testscreen import CODE_HEIGHT, CODE_WIDTH, code_origin, load_info, start_testscreen
 from framepipe.proof.xvfb import VirtualScreen
 from pipeline import messages as msg
@@ -146,11 +146,7 @@ class Camera:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i", "color=green:size=640x360:rate=30",
-             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-f", "flv", self.url],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        self.process = push_test_camera(self.url)
         time.sleep(1.0)  # published
 
     def stop(self) -> None:
@@ -281,3 +277,20 @@ def test_a_camera_that_goes_away_and_comes_back(virtual_screen: VirtualScreen, c
     assert any(colours[first_gone:]) and colours[-1], colours  # ... then the camera again
     cam = json.loads((tmp_path / "stats.json").read_text())["stages"]["camera"]["stats"]
     assert cam["lost"] >= 1 and cam["reopened"] >= 1, cam
+
+
+def test_the_camera_as_its_own_track(virtual_screen: VirtualScreen, camera: Camera, tmp_path: Path) -> None:
+    out = tmp_path / "rec.mkv"
+    result = run_framepipe("record", str(out), "--camera", camera.url, "--camera-overlay", "none", "--duration", "4",
+                           "--no-audio", "--quiet", display=virtual_screen.display)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with av.open(str(out)) as container:
+        screen, cam = container.streams.video
+        assert (screen.width, screen.height, cam.width, cam.height) == (1920, 1080, 1280, 720)
+        pictures = [f.to_ndarray(format="rgb24")[300:400, 500:700] for f in container.decode(cam)]
+    assert len(pictures) >= 2 * 30, len(pictures)  # its own rate (30 fps) from its first picture on
+    assert all(green(tuple(float(v) for v in p.reshape(-1, 3).mean(axis=0))) for p in pictures[::10])  # type: ignore[arg-type]
+    assert not any(green(c) for _, c in corner_colours(out, BOX))  # the screen's track has no corner
+    stream = run_framepipe("record", str(tmp_path / "s.mkv"), "--stream", "rtmp://127.0.0.1:1/live/x", "--camera",
+                           camera.url, "--camera-overlay", "none", display=virtual_screen.display)  # fmt: skip
+    assert_one_line_error(stream, "a stream (FLV) carries one video track")
