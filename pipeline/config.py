@@ -106,7 +106,7 @@ class AudioConfig(StageConfig):
 
 CAMERA_POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "none")
 CAMERA_SHAPES = ("rect", "circle")
-CAMERA_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+CAMERA_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pipeline.config import CameraConfig, ConfigError, camera_name, load, parse_
 from pipeline.ring import Geometry, Ring
 from pipeline.shm import segment_name
 from stages.video.camera import MAX_LAG_NS, DeviceClock
-from stages.video.corner import Box, cover, input_options, overlay_box, v4l2_cameras
+from stages.video.corner import Box, check_source, cover, input_options, overlay_box, v4l2_cameras
 from stages.video.overlay import Overlay
 
 FPS = 60
@@ -46,6 +46,8 @@ def test_v4l2_options_are_what_was_asked() -> None:
     fmt, options = input_options(CameraConfig(source="rtsp://phone:8554/cam"))
     assert fmt is None and options["rtsp_transport"] == "tcp" and options["fflags"] == "nobuffer"
     assert "rtsp_transport" not in input_options(CameraConfig(source="rtmp://h/live/k"))[1]
+    with pytest.raises(ConfigError, match="does not exist: see `framepipe devices`"):
+        check_source(CameraConfig(source="/dev/video-none"))  # before anything starts
 
 
 def test_camera_flags_and_table() -> None:

@@ -9,7 +9,9 @@ overloaded encoder catches up and the video keeps pace with the audio instead
 of ending seconds short. Audio blocks, when the plan has an audio stage, come on
 a second input and are encoded beside (``stages.audio.encode``). Each packet is
 handed to every output (``stages.outputs``: files, each on its own thread and
-queue); the outputs are closed once both inputs ended. A pause leaves its frames
+queue); the outputs are closed once every input ended. With a camera (port ``camera``)
+its newest picture is pasted into each converted frame, or encoded as a track of its
+own (``stages.video.overlay``). A pause leaves its frames
 and samples out and shifts what follows back (``pipeline.pause``).
 """
 
