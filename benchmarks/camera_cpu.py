@@ -73,6 +73,10 @@ def record(mode: str, folder: Path, seconds: float, env: dict[str, str], info_pa
     }  # fmt: skip
 
 
+def per_frame(run: dict[str, Any]) -> float:
+    return 1000 * run["cpu_s"] / max(1, run["file"]["frames"])
+
+
 def markdown(doc: dict[str, Any]) -> str:
     m, med = doc["machine"], doc["median"]
     lines = [
@@ -85,9 +89,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f"rtmp://127.0.0.1:PORT/live/cam` ({doc['shape']}, bottom-right, 25 %), a green 640x360 H.264 camera at "
         "30 fps pushed by ffmpeg to nginx-rtmp through every run; rounds interleaved (screen, camera, ...).", "",
         "| round | CPU s/s screen | CPU s/s camera | camera / screen | while recording screen / camera (ratio) "
-        "| fp-camera CPU s | frames screen / camera | missing / lost (screen; camera) | dropped screen / camera "
+        "| fp-camera CPU s | CPU ms a frame written screen / camera | frames screen / camera "
+        "| missing / lost (screen; camera) | dropped screen / camera "
         "| corner green | decode errors | load before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for i, r in enumerate(doc["rounds"], 1):
         a, b = r["screen"], r["camera"]
@@ -95,7 +100,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {i} | {a['cpu_per_s']:.3f} | {b['cpu_per_s']:.3f} | {num(r['ratio'], 3)} "
             f"| {num(a['cpu_rec_per_s'], 3)} / {num(b['cpu_rec_per_s'], 3)} ({num(r['ratio_rec'], 3)}) "
-            f"| {num(b['stages_cpu_s'].get('camera'), 2)} | {fa['frames']} / {fb['frames']} "
+            f"| {num(b['stages_cpu_s'].get('camera'), 2)} "
+            f"| {per_frame(a):.2f} / {per_frame(b):.2f} | {fa['frames']} / {fb['frames']} "
             f"| {fa['missing']}/{fa['lost']}; {fb['missing']}/{fb['lost']} | {a['dropped']} / {b['dropped']} "
             f"| {b['green']:.0%} | {fa['decode_errors'] + fb['decode_errors']} "
             f"| {a['loadavg'][0][0]} / {b['loadavg'][0][0]} |"
@@ -103,7 +109,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += [
         f"| **median** | {med['cpu_screen']:.3f} | {med['cpu_camera']:.3f} | **{num(med['ratio'], 3)}** "
         f"| {num(med['cpu_rec_screen'], 3)} / {num(med['cpu_rec_camera'], 3)} ({num(med['ratio_rec'], 3)}) "
-        "| | | | | | | |",
+        "| | | | | | | | |",
         "", doc["verdict"], "",
         "- CPU s/s: user + system seconds of the whole recorder tree (supervisor and stages, from `os.wait4`'s "
         "rusage, start-up and shutdown included) per recorded second. While recording: the live tree sampled "
@@ -111,6 +117,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "counted (they run through both kinds of run).",
         "- frames: decoded from each file and judged by the frame codes (never covered by the camera); missing: "
         "test-screen states between the first and last shown that no frame shows; lost: missing less swaps.",
+        "- CPU ms a frame written: the whole tree's CPU over the frames in the file (fairer than CPU s/s when a "
+        "loaded machine made one run drop frames: fewer frames encoded is less CPU).",
         "- corner green: frames sampled every 30th from 1 s on whose camera box (8 px in) is green.",
         "- dropped: the pipeline's own count (stats JSON); decode errors: lines of `ffmpeg -v error -i F -f null -`.",
         "",

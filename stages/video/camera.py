@@ -77,7 +77,7 @@ def open_source(config: CameraConfig, timeout_s: float) -> tuple[Any, Any]:
         container.close()
         raise SetupError(f"{name} sends no video: check the URL or device")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = 1  # a camera's pictures are small: threads cost more than they save here
     return container, stream
 
 
@@ -186,6 +186,8 @@ class CameraCapture(Source):
                 self.ring.cancel()
                 return
             self.ctx.send("pictures", msg.Frame(slot, self.seq, capture_ns, 0))
+        if not self.seq:
+            self.counts["first_ms"] = round(arrival / 1e6)  # running time of the first picture sent
         self.seq += 1
         self.counts["pictures"] += 1
         self.counts["anchors"] = self.clock.anchors
