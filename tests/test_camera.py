@@ -44,7 +44,7 @@ def test_v4l2_options_are_what_was_asked() -> None:
     assert input_options(asked) == ("v4l2", {"video_size": "1280x720", "framerate": "30", "input_format": "mjpeg"})
     assert input_options(CameraConfig(source="/dev/video2")) == ("v4l2", {})  # the device's own defaults
     fmt, options = input_options(CameraConfig(source="rtsp://phone:8554/cam"))
-    assert fmt is None and options["rtsp_transport"] == "tcp" and options["fflags"] == "nobuffer"
+    assert fmt is None and options["rtsp_transport"] == "tcp" and "fflags" not in options  # keep what the probe read
     assert "rtsp_transport" not in input_options(CameraConfig(source="rtmp://h/live/k"))[1]
     with pytest.raises(ConfigError, match="does not exist: see `framepipe devices`"):
         check_source(CameraConfig(source="/dev/video-none"))  # before anything starts

@@ -69,7 +69,8 @@ def cover(src: tuple[int, int], box: tuple[int, int]) -> tuple[int, int, int, in
 
 def input_options(config: CameraConfig) -> tuple[str | None, dict[str, str]]:
     """PyAV's ``format`` and ``options`` for the source: a V4L2 device gets what was asked of it (video_size,
-    framerate, input_format); a URL reads little before the first picture and keeps no buffer."""
+    framerate, input_format); a URL reads at most PROBE_US before the first picture. Not ``fflags=nobuffer``: it
+    throws away what the probe read, the first keyframe with it, and the first picture came 0.9 s late."""
     if is_device(config.source):
         options = {}
         if config.size:
@@ -79,7 +80,7 @@ def input_options(config: CameraConfig) -> tuple[str | None, dict[str, str]]:
         if config.format:
             options["input_format"] = config.format
         return "v4l2", options
-    options = {"fflags": "nobuffer", "analyzeduration": str(PROBE_US)}
+    options = {"analyzeduration": str(PROBE_US)}
     if config.source.lower().startswith(("rtsp://", "rtsps://")):
         options["rtsp_transport"] = "tcp"  # phones' apps serve RTSP over TCP reliably; UDP loses pictures
     return None, options
