@@ -244,6 +244,19 @@ def test_a_camera_that_does_not_answer_starts_nothing(virtual_screen: VirtualScr
     assert not {n for n in framepipe_segments() - before if not alive(int(n.split("_")[1]))}  # none left behind
 
 
+@NEEDS_RTMP
+def test_a_camera_that_answers_but_sends_nothing_starts_nothing(virtual_screen: VirtualScreen,
+                                                                tmp_path: Path) -> None:  # fmt: skip
+    with RtmpServer() as server:  # nginx keeps a player of a stream nobody publishes waiting
+        conf = tmp_path / "cam.toml"
+        conf.write_text(f'[camera]\nsource = "{server.url("nobody")}"\nopen_timeout_s = 1.5\n')
+        out = tmp_path / "out.mkv"
+        result = run_framepipe("record", str(out), "--config", str(conf), "--duration", "2", "--no-audio",
+                               display=virtual_screen.display)  # fmt: skip
+    assert_one_line_error(result, f"camera: {server.url('nobody')} does not answer (no picture within 1.5 s)")
+    assert not out.exists()
+
+
 def alive(pid: int) -> bool:
     """Whether a process lives (other recordings on this machine have segments of their own)."""
     try:

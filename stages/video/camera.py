@@ -67,10 +67,13 @@ def open_source(config: CameraConfig, timeout_s: float) -> tuple[Any, Any]:
 
     fmt, options = input_options(config)
     name = camera_name(config.source)
+    started = now_ns()
     try:
         container = av.open(config.source, format=fmt, options=options, timeout=(timeout_s, config.stall_s))
     except (av.FFmpegError, OSError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc).split(":")[0] or type(exc).__name__
+        if now_ns() - started >= 0.9 * timeout_s * NS_PER_S:  # FFmpeg says "Input/output error" then
+            reason = f"no picture within {timeout_s:g} s"
         raise SetupError(f"{name} does not answer ({reason}): check that it is on and sending, and "
                          "the URL or device, or record without --camera") from None  # fmt: skip
     if not container.streams.video:
