@@ -204,7 +204,8 @@ def judged(tmp_path: Path, info_path: Path, seconds: float) -> tuple[dict, judge
     frames = judge.read_codes(tmp_path / "rec.mkv", info["code_rect"])
     report = assert_recorder_lost_nothing(frames, info_path, stats)
     assert report.unreadable == 0, report.summary()  # the camera never covers the code
-    assert report.frames_written + stats["frames"]["repeats_not_written"] == round(seconds * FPS), report.summary()
+    whole = report.frames_written + stats["frames"]["repeats_not_written"] == round(seconds * FPS)
+    assert whole, (report.summary(), stats["frames"], stats["fast_stop"], stats["warnings"])
     print(f"\n{report.summary()}; dropped {stats['frames']['dropped_by_reason']}")
     return stats, report
 
