@@ -54,6 +54,13 @@ def megabytes(text: str) -> float:
     return value
 
 
+def camera_overlay(text: str) -> dict[str, Any]:
+    try:
+        return cfg.parse_overlay(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--camera-overlay ")) from None
+
+
 def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that override the pipeline config (record and demo)."""
     parser.add_argument("--fps", type=float, help="frames per second (default 60)")
@@ -85,6 +92,15 @@ def add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mix", action="store_true", help="no mixed track: one track a source")
     parser.add_argument("--no-audio", action="store_true", help="record video only")
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    parser.add_argument("--camera", metavar="SOURCE",
+                        help="a camera or phone in a corner: a V4L2 device (/dev/video0, see `framepipe devices`) "
+                        "or a URL (rtsp://, rtmp://, http(s)://)")
+    parser.add_argument("--camera-size", metavar="WxH", help="V4L2: the picture size asked of the camera")
+    parser.add_argument("--camera-fps", type=float, metavar="FPS", help="V4L2: the frame rate asked of the camera")
+    parser.add_argument("--camera-format", metavar="NAME", help="V4L2: the pixel format asked (mjpeg, yuyv422, h264)")
+    parser.add_argument("--camera-overlay", type=camera_overlay, metavar="POSITION[,SIZE%][,circle|rect]",
+                        help="where the camera goes: bottom-right (default), bottom-left, top-right, top-left; "
+                        "its height in percent of the picture's (default 25%%); rect (default) or circle")
 
 
 def build_parser() -> Parser:
@@ -150,7 +166,7 @@ def build_parser() -> Parser:
                       help="full (default), or quick: the defaults only, confirmed (a smoke test)")
     tune.add_argument("--show", action="store_true", help="print this machine's tuned profile and stop")
 
-    dev = sub.add_parser("devices", help="list monitors, windows and audio inputs")
+    dev = sub.add_parser("devices", help="list monitors, windows, audio inputs and cameras")
     dev.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser("gui", help="a small recording bar: pick the microphone and what to record; record, pause, stop")
@@ -167,6 +183,8 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                    "output_height": args.output_height, "max_kbps": args.bitrate},
         "audio": {"sources": audio_sources(args), "mix": False if args.no_mix else True if args.mix else None,
                   "missing": "fail" if args.audio else None},
+        "camera": {"source": args.camera, "size": args.camera_size, "frame_rate": args.camera_fps,
+                   "format": args.camera_format, **(args.camera_overlay or {})},
     }
 
 
@@ -327,6 +345,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
             print(f"window {w['id']}: {w['title']!r} class {w['class']!r}, "
                   f"{w['width']}x{w['height']} at {w['x']},{w['y']}")
         print("\n".join(audio_lines(devices["audio"])))
+        cameras = devices.get("cameras", [])
+        print("\n".join(f"camera {c['device']}: {c['name']}" for c in cameras) or "camera: none (no /dev/video*)")
     return 0
 
 

@@ -42,8 +42,11 @@ def list_windows() -> list[dict[str, Any]]:
 
 def list_devices() -> dict[str, Any]:
     """Everything `framepipe devices` shows (on Wayland its outputs too; the X11 monitors only with a DISPLAY)."""
+    from stages.video.corner import v4l2_cameras
+
     if not os.environ.get("WAYLAND_DISPLAY"):
-        return {"monitors": list_monitors(), "windows": list_windows(), "audio": list_audio()}
+        return {"monitors": list_monitors(), "windows": list_windows(), "audio": list_audio(),
+                "cameras": v4l2_cameras()}
     from stages.video.wayland.outputs import list_outputs
 
     devices: dict[str, Any] = {}
@@ -53,4 +56,4 @@ def list_devices() -> dict[str, Any]:
         devices["wayland_outputs"], devices["wayland_error"] = [], str(exc)
     devices["monitors"] = list_monitors() if os.environ.get("DISPLAY") else []
     devices["windows"] = list_windows() if os.environ.get("DISPLAY") else []
-    return {**devices, "audio": list_audio()}
+    return {**devices, "audio": list_audio(), "cameras": v4l2_cameras()}

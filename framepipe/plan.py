@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import AudioConfig, EncodeConfig, OutputConfig, PipelineConfig, ScreenConfig
+from pipeline.config import AudioConfig, CameraConfig, EncodeConfig, OutputConfig, PipelineConfig, ScreenConfig
 from pipeline.errors import ConfigError
 from pipeline.graph import Plan, RingSpec, StageSpec
 from pipeline.ring import Geometry
@@ -27,6 +27,7 @@ from stages.outputs.formats import (
     output_size,
 )  # fmt: skip
 from stages.video.backend import choose
+from stages.video.corner import check_source, describe, overlay_box
 from stages.video.screen import screen_rect
 from stages.video.x11windows import WindowInfo
 
@@ -35,6 +36,8 @@ TIMESTAMP = "stages.video.timestamp:Timestamper"
 ENCODE = "stages.video.encode:Encoder"
 AUDIO = "stages.audio.capture:AudioCapture"
 MIN_SLOTS = 8  # the video ring's least slots, whatever the frame rate (its peak fill is 1-4 at 1080p60)
+
+CAMERA_SLOTS = 4  # the camera's ring: the picture the encoder shows, the next ones on their way
 
 
 def output_settings(out: OutputConfig, folder: str) -> dict[str, Any]:
@@ -153,6 +156,18 @@ def plan(config: PipelineConfig) -> Plan:
             rings={**encode.rings, "audio_ring": "audio"},
             summary=encode.summary + f"; audio {config.audio.codec} {config.audio.bitrate_kbps} kb/s a track",
         )  # fmt: skip
+    if config.camera.source:
+        if config.camera.overlay == "none" and any(o.kind == "stream" for o in config.outputs):
+            raise ConfigError("a stream (FLV) carries one video track: put the camera in a corner "
+                              "(--camera-overlay bottom-right) or record it to a file only")  # fmt: skip
+        camera, ring = camera_stage(config.camera, width, height)
+        stages.insert(1, camera)
+        rings.append(ring)
+        enc_spec = stages[-1]
+        stages[-1] = replace(enc_spec, inputs={**enc_spec.inputs, "camera": "camera.pictures"},
+                             extra={**enc_spec.extra, "camera": camera.extra["overlay"]},
+                             rings={**enc_spec.rings, "camera_ring": "camera"},
+                             summary=enc_spec.summary + "; camera " + config.camera.overlay)  # fmt: skip
     lines = tuple(output_line(o, folder) for o in config.outputs)
     rect = {k: rect[k] for k in ("left", "top", "width", "height")}
     info: dict[str, Any] = {"rect": rect, "replay_folder": folder, "backend_line": choice.line}
@@ -184,5 +199,19 @@ def audio_stage(audio: AudioConfig) -> tuple[StageSpec, RingSpec]:
     slots = max(4, math.ceil(audio.ring_seconds * OUT_RATE / block) * tracks)
     sources = ", ".join(audio.sources) + (" + mix" if audio.mix else "")
     spec = StageSpec("audio", AUDIO, audio, rings={"ring": "audio"}, source=True,
-                     essential=False, summary=f"{sources}, {OUT_RATE // 1000} kHz")  # fmt: skip
+                     essential=False, awaited=False, summary=f"{sources}, {OUT_RATE // 1000} kHz")  # fmt: skip
     return spec, RingSpec("audio", Geometry(block, audio.channels, block * 4), slots, "audio blocks, audio -> encode")
+
+
+def camera_stage(camera: CameraConfig, width: int, height: int) -> tuple[StageSpec, RingSpec]:
+    """The camera stage (a source that is not essential: the screen goes on without it) and its ring of I420
+    pictures the overlay's size, for an output of ``width`` x ``height``."""
+    check_source(camera)
+    box = overlay_box(camera, width, height)
+    overlay = {"x": box.x, "y": box.y, "width": box.width, "height": box.height, "shape": camera.shape,
+               "stale_ns": round(camera.stall_s * 1e9), "track": camera.overlay == "none"}  # fmt: skip
+    spec = StageSpec("camera", "stages.video.camera:CameraCapture", camera, rings={"ring": "camera"}, source=True,
+                     essential=False, extra={"box": (box.width, box.height), "overlay": overlay},
+                     summary=describe(camera, box))  # fmt: skip
+    geometry = Geometry(box.width, box.height * 3 // 2, box.width)  # I420: Y rows, then U and V packed
+    return spec, RingSpec("camera", geometry, CAMERA_SLOTS, f"{box.width}x{box.height} I420, camera -> encode")

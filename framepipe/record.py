@@ -355,7 +355,8 @@ def summary(stats: dict[str, Any]) -> str:
     followed = followed_line(stats["stages"].get("screen", {}).get("stats") or {})
     audio = audio_line(stats.get("audio"))
     near = ring_warning(stats["ring"])
-    return "\n".join([*lines, *(x for x in (followed, audio, near) if x)])
+    camera = camera_line(stats["stages"])
+    return "\n".join([*lines, *(x for x in (followed, audio, camera, near) if x)])
 
 
 def ring_warning(ring: dict[str, Any]) -> str:
@@ -375,6 +376,17 @@ def followed_line(screen: dict[str, Any]) -> str:
     if screen.get("held"):
         parts.append(f"{screen['held']} frames held (the last picture repeated while nothing was shown)")
     return f"  {'; '.join(parts)}" if parts else ""
+
+
+def camera_line(stages: dict[str, Any]) -> str | None:
+    """One line for people on the camera: pictures, frames it was shown in, times it was lost."""
+    if "camera" not in stages:
+        return None
+    cam, enc = stages["camera"]["stats"], stages.get("encode", {}).get("stats", {})
+    where = (f"its own track, {enc.get('camera_encoded', 0)} encoded" if "camera_encoded" in enc else
+             f"shown in {enc.get('camera_shown', 0)} frames, not in {enc.get('camera_not_shown', 0)}")  # fmt: skip
+    return (f"  camera {stages['camera']['info'].get('source', '')}: {cam.get('pictures', 0)} pictures, {where}; "
+            f"lost {cam.get('lost', 0)}x, dropped {cam.get('dropped_ring_full', 0)} (ring full)")
 
 
 def output_summary(out: dict[str, Any], stats: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ TOML layout (every table and key optional)::
     [timestamp]  mode, affinity, nice
     [encode]     encoder, preset, crf, threads, thread_type, gop_seconds, output_height, overload, affinity, nice
     [audio]      sources, mix, missing, gains, codec, bitrate_kbps, channels, ring_seconds, max_delay_ms, affinity, nice
+    [camera]     source, size, frame_rate, format, overlay, overlay_percent, shape, open_timeout_s, stall_s,
+                 affinity, nice
     [[output]]   kind (file, stream, replay), path | url | seconds, max_mb; any number, all fed from the one encode
 """
 
@@ -112,6 +114,32 @@ class AudioConfig(StageConfig):
     max_delay_ms: int = _opt(500, lo=50, hi=5000)  # a late source is waited for this long, then silence fills in
 
 
+CAMERA_POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "none")
+CAMERA_SHAPES = ("rect", "circle")
+CAMERA_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp")
+
+
+@dataclass(frozen=True)
+class CameraConfig(StageConfig):
+    """A camera or phone (fp-camera): a V4L2 device or a URL, composited in a corner by the encoder."""
+
+    nice: int = _opt(5, lo=-20, hi=19)  # below screen capture (a late grab is a lost frame), above the encoder
+    source: str = _opt("")  # /dev/videoN, or a URL PyAV opens (rtsp://, rtmp://, http(s)://); empty: no camera
+    size: str = _opt("")  # V4L2: WIDTHxHEIGHT asked of the device (video_size); empty: its default
+    frame_rate: float = _opt(0.0, lo=0, hi=240)  # V4L2: frames a second asked (framerate); 0: its default
+    format: str = _opt("")  # V4L2: pixel format asked (input_format: mjpeg, yuyv422); empty: default
+    overlay: str = _opt("bottom-right", choices=CAMERA_POSITIONS)  # where it goes; none: its own video track
+    overlay_percent: float = _opt(25.0, lo=5, hi=100)  # its height in percent of the output's
+    shape: str = _opt("rect", choices=CAMERA_SHAPES)  # rect, or circle (a square cut round, edges blended)
+    open_timeout_s: float = _opt(5.0, lo=0.5, hi=60)  # a camera silent this long at the start is an error
+    stall_s: float = _opt(3.0, lo=0.5, hi=60)  # no picture this long: the corner shows nothing; it is reopened
+
+
+def is_device(source: str) -> bool:
+    """Whether a camera source names a V4L2 device (a path) rather than a URL."""
+    return source.startswith("/")
+
+
 OUTPUT_KINDS = ("file", "stream", "replay")
 STREAM_SCHEMES = ("rtmp", "rtmps")
 MIN_REPLAY_MB_PER_S = 2.5  # a replay cap under this much per keyframe interval cannot hold one (20 Mb/s: 1080p60)
@@ -136,11 +164,13 @@ class PipelineConfig:
     timestamp: TimestampConfig = field(default_factory=TimestampConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
     outputs: tuple[OutputConfig, ...] = ()  # the [[output]] tables, in order
 
 
 SECTIONS: dict[str, type] = {
     "screen": ScreenConfig, "timestamp": TimestampConfig, "encode": EncodeConfig, "audio": AudioConfig,
+    "camera": CameraConfig,
 }  # fmt: skip
 
 
@@ -226,6 +256,8 @@ def _check_section(section: str, config: Any) -> None:
         raise ConfigError(f"{section}.window and {section}.region both choose what is recorded: give one of them")
     if isinstance(config, AudioConfig):
         _check_audio(section, config)
+    if isinstance(config, CameraConfig):
+        _check_camera(section, config)
     if isinstance(config, EncodeConfig) and 0 < config.gop_seconds < 0.1:
         raise ConfigError(f"encode.gop_seconds = {config.gop_seconds:g} is too short: give 0.1 to 10, or 0 (automatic)")
     if isinstance(config, EncodeConfig) and config.encoder == "libx264" and config.preset not in X264_PRESETS:
@@ -247,6 +279,48 @@ def _check_audio(section: str, config: AudioConfig) -> None:
         )
     if any(not 0 <= g <= MAX_GAIN for g in config.gains):
         raise ConfigError(f"{section}.gains must be from 0 to {MAX_GAIN:g}, not {list(config.gains)}")
+
+
+def _check_camera(section: str, config: CameraConfig) -> None:
+    """A source that is a device path or a URL we can open; a size that is WIDTHxHEIGHT."""
+    source = config.source
+    if source and not is_device(source):
+        scheme, sep, rest = source.partition("://")
+        if not sep or not rest or scheme.lower() not in CAMERA_SCHEMES:
+            raise ConfigError(f"{section}.source = {shown(camera_name(source))} is neither a device (/dev/video0) "
+                              f"nor a URL we open ({', '.join(s + '://' for s in CAMERA_SCHEMES)})")  # fmt: skip
+    if config.size:
+        w, x, h = config.size.lower().partition("x")
+        if not (x and w.isdigit() and h.isdigit() and 16 <= int(w) <= 7680 and 16 <= int(h) <= 4320):
+            raise ConfigError(f"{section}.size = {shown(config.size)}: give WIDTHxHEIGHT, e.g. 1280x720")
+    if config.format and not config.format.replace("_", "").isalnum():
+        raise ConfigError(f"{section}.format = {shown(config.format)}: give a pixel format name such as mjpeg")
+
+
+def camera_name(source: str) -> str:
+    """A camera source as people see it: a URL without its user and password (phone apps put them there)."""
+    scheme, sep, rest = source.partition("://")
+    if not sep:
+        return source
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+
+
+def parse_overlay(text: str) -> dict[str, Any]:
+    """``--camera-overlay POSITION[,SIZE%][,circle|rect]`` as camera settings (overlay, overlay_percent, shape)."""
+    out: dict[str, Any] = {}
+    for part in (p.strip().lower() for p in text.split(",")):
+        number = part.removesuffix("%")
+        if part in CAMERA_POSITIONS and "overlay" not in out:
+            out["overlay"] = part
+        elif part in CAMERA_SHAPES and "shape" not in out:
+            out["shape"] = part
+        elif number.replace(".", "", 1).isdigit() and "overlay_percent" not in out:
+            out["overlay_percent"] = float(number)
+        else:
+            raise ConfigError(f"--camera-overlay {text!r}: give POSITION[,SIZE%][,circle|rect] with POSITION one of "
+                              f"{', '.join(CAMERA_POSITIONS)}, e.g. bottom-right,25%,circle")  # fmt: skip
+    return out
 
 
 def build_outputs(tables: Any, where: str = "[[output]]") -> tuple[OutputConfig, ...]:

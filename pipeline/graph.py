@@ -26,6 +26,7 @@ class StageSpec:
     rings: dict[str, str] = field(default_factory=dict)  # extra key -> ring key; gets the segment name
     source: bool = False  # a live source: Stop goes to it, its end of stream flows down
     essential: bool = True  # its end ends the recording (an audio source with no input just ends)
+    awaited: bool = True  # the start waits until it is ready (audio joins the running recording instead)
     summary: str = ""  # what it does, for people (one line)
 
     def links(self) -> list[tuple[str, str, str]]:

@@ -40,6 +40,7 @@ COUNTERS_OFFSET = CONTROL.size - 16  # released (only the reader writes it), wri
 
 FLAG_DISCONT = 1  # frames were dropped just before this one
 PIXFMT_BGRA = 1
+PIXFMT_I420 = 2  # planar Y, U, V (4:2:0), each plane packed: a camera's pictures
 
 
 def _align(n: int, to: int = 64) -> int:
@@ -162,6 +163,15 @@ class Ring:
         self._views = [ref for ref in self._views if ref() is not None]
         self._views.append(weakref.ref(rows))  # every view derived from it keeps it alive
         view = rows.reshape(g.height, g.stride)[:, : g.width * 4].reshape(g.height, g.width, 4)
+        return view
+
+    def raw(self, slot: int) -> np.ndarray:
+        """A flat uint8 view of a slot's ``frame_bytes`` (planar pictures: see PIXFMT_I420); drop it before close()."""
+        import numpy as np
+
+        view = np.frombuffer(self._buf, np.uint8, count=self.geometry.frame_bytes, offset=self.pixel_offset(slot))
+        self._views = [ref for ref in self._views if ref() is not None]
+        self._views.append(weakref.ref(view))
         return view
 
     def pixel_offset(self, slot: int) -> int:

@@ -2,7 +2,7 @@
 
 It creates the rings, hands each stage its context (to a process started before the plan,
 ``pipeline.hosts``, or a new one: ``spawn``, no fork of X, PortAudio or x264 state), waits until the
-essential ones are ready, fixes ``base_time`` and starts them; audio joins when it is ready.
+awaited ones are ready, fixes ``base_time`` and starts them; audio joins when it is ready.
 Stop goes to the sources only: their end of stream flows down the data
 path, so the timestamper and encoder drain and the file is closed in order.
 SIGINT/SIGTERM start that clean stop; a second one forces a fast stop that
@@ -235,9 +235,9 @@ class Supervisor:
             writer.close()
 
     def _wait_ready(self) -> None:
-        """Until every essential stage is ready (a stage that may be left out, audio, joins when it is)."""
+        """Until every awaited stage is ready (audio is not: it joins the running recording when it is)."""
         deadline = now_ns() + int(READY_TIMEOUT_S * NS_PER_S)
-        while any(r.state == StageState.STARTING and r.spec.essential for r in self.outcome.stages.values()):
+        while any(r.state == StageState.STARTING and r.spec.awaited for r in self.outcome.stages.values()):
             self._pump(0.2)
             if self.on_tick:
                 self.on_tick(self)
@@ -349,7 +349,8 @@ class Supervisor:
             self.steering.saved(message)
         elif isinstance(message, msg.Error):
             self.outcome.errors.append(f"{name}: {message.text}")
-            self.on_message(f"framepipe: error in {name}: {message.text}")
+            if self.outcome.base_time:  # before the start it is raised, and said once (a camera that does not answer)
+                self.on_message(f"framepipe: error in {name}: {message.text}")
 
     def _exited(self, record: StageRecord) -> None:
         self._receive(record)  # its last words

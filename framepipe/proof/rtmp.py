@@ -163,3 +163,13 @@ def pull(url: str, seconds: float, out_path: str | os.PathLike[str], timeout_s: 
     cmd = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-rw_timeout", str(round(timeout_s * 1e6)), "-i", url,
            "-t", f"{seconds:g}", "-c", "copy", str(out_path)]  # fmt: skip
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def push_test_camera(url: str, colour: str = "green", size: str = "640x360",
+                     rate: int = 30) -> subprocess.Popen[bytes]:  # fmt: skip
+    """A test camera: the ffmpeg program pushing a plain ``colour`` picture in H.264 to ``url`` in real time
+    (niced: on a 2-CPU machine the recorder, not the test's camera, should win). Stop it with terminate()."""
+    cmd = ["nice", "-n", "10", "ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i",
+           f"color={colour}:size={size}:rate={rate}", "-c:v", "libx264", "-preset", "ultrafast", "-tune",
+           "zerolatency", "-g", str(rate), "-f", "flv", url]  # fmt: skip
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -9,7 +9,9 @@ overloaded encoder catches up and the video keeps pace with the audio instead
 of ending seconds short. Audio blocks, when the plan has an audio stage, come on
 a second input and are encoded beside (``stages.audio.encode``). Each packet is
 handed to every output (``stages.outputs``: files, each on its own thread and
-queue); the outputs are closed once both inputs ended. A pause leaves its frames
+queue); the outputs are closed once every input ended. With a camera (port ``camera``)
+its newest picture is pasted into each converted frame, or encoded as a track of its
+own (``stages.video.overlay``). A pause leaves its frames
 and samples out and shifts what follows back (``pipeline.pause``).
 """
 
@@ -19,6 +21,7 @@ import contextlib
 import ctypes
 import importlib
 import os
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -34,6 +37,7 @@ from pipeline.stage import Stage
 from stages.audio.encode import AudioEncoder
 from stages.outputs.formats import GLOBAL_HEADER, OUTPUT_KINDS, frame_rate, output_size
 from stages.outputs.output import Coded, Output, OutputState
+from stages.video.overlay import CameraTrack, Overlay
 from stages.video.timestamp import VFR_TIME_BASE
 
 FALLBACK_ENCODER = "libx264"
@@ -190,12 +194,28 @@ class Encoder(Stage):
             "bytes": 0, "seq_mismatch": 0, "paused_frames": 0,
         }  # fmt: skip
         self.audio: AudioEncoder | None = None  # added in start(), once the audio stage named its tracks
+        camera = extra.get("camera")  # the camera's box: its newest picture is pasted into every frame ...
+        self.overlay = self.camera_track = None
+        if camera and camera["track"]:  # ... or it is a second video track (libx264, at its own rate)
+            self.camera_track = CameraTrack(Ring.attach(extra["camera_ring"]), self._camera_stream(camera, config),
+                                            camera)  # fmt: skip
+        elif camera:
+            self.overlay = Overlay(Ring.attach(extra["camera_ring"]), camera, camera["stale_ns"])
         reserved = extra.get("reserved", {})  # the files the supervisor created for us (stages.outputs.paths)
         self.outputs = [make_output({**o, "reserved": reserved.get(o.get("path"))}, self.ctx.warn)
                         for o in extra["outputs"]]  # fmt: skip
         info.update({"encoder": config.encoder, "size": list(self.size),
                      "outputs": [o.describe() for o in self.outputs]})  # fmt: skip
         return info
+
+    def _camera_stream(self, box: dict[str, Any], config: EncodeConfig) -> Any:
+        stream: Any = self.codecs.add_stream(FALLBACK_ENCODER, rate=30)
+        stream.width, stream.height, stream.pix_fmt = box["width"], box["height"], "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        stream.codec_context.gop_size = 30
+        stream.codec_context.options = codec_options(replace(config, encoder=FALLBACK_ENCODER, preset="ultrafast"))
+        stream.codec_context.flags |= GLOBAL_HEADER
+        return stream
 
     def start(self) -> None:
         """Add the audio tracks the audio stage names, open every encoder, then open every output."""
@@ -206,7 +226,7 @@ class Encoder(Stage):
             self.audio = AudioEncoder(self.codecs, Ring.attach(extra["audio_ring"]), tracks, extra["audio_codec"],
                                       extra["audio_bitrate_kbps"], self.pauses)  # fmt: skip
         self.codecs.start_encoding()
-        templates = [self.stream, *(self.audio.streams if self.audio is not None else [])]
+        templates = sorted(self.codecs.streams, key=lambda s: s.index)  # video, the camera's, the audio tracks
         for output in self.outputs:
             output.begin(templates)
         self._check_outputs()
@@ -242,7 +262,13 @@ class Encoder(Stage):
         replay.save(message.seconds or None, done)  # type: ignore[attr-defined]
 
     def on_buffer(self, port: str, message: msg.Message) -> None:
-        if isinstance(message, msg.AudioBlock):
+        if isinstance(message, msg.Frame):  # port camera: a picture (the screen's come placed, as Encode)
+            if self.overlay is not None:
+                self.overlay.take(message)
+            elif self.camera_track is not None:
+                shift = self.pauses.offset(message.capture_ns)
+                self._send(self.camera_track.encode(message, shift), video=False)
+        elif isinstance(message, msg.AudioBlock):
             if self.audio is not None:
                 self._send(self.audio.encode(message), video=False)
         else:
@@ -263,6 +289,8 @@ class Encoder(Stage):
             self.capture_of_pts[message.pts] = message.capture_ns
             frame = self.frames[message.slot]
             self.last = self.reformatter.reformat(frame, *self.size, "yuv420p", **self.convert)
+            if self.overlay is not None:  # the camera's newest picture, into the converted planes
+                self.overlay.paste(self.last, message.capture_ns)
             self._release(message.slot, message.seq)  # converted: the slot can go back to capture now
             self._encode(message.pts)
             self.counts["encoded"] += 1
@@ -349,6 +377,8 @@ class Encoder(Stage):
             self._send(self.stream.encode(None), video=True)
             if self.audio is not None:
                 self._send(self.audio.flush(), video=False)
+            if self.camera_track is not None:
+                self._send(self.camera_track.flush(), video=False)
         for output in self.outputs:
             output.end()
 
@@ -362,6 +392,8 @@ class Encoder(Stage):
             "paused_ms": round(self.pauses.paused_ns(now_ns() - self.base_time) / 1e6) if self.base_time else 0,
             "outputs": [o.stats() for o in self.outputs],
             **({"audio": self.audio.stats()} if self.audio is not None else {}),
+            **(self.overlay.counts if self.overlay is not None else {}),
+            **(self.camera_track.counts if self.camera_track is not None else {}),
         }
 
     def close(self) -> None:
@@ -379,5 +411,10 @@ class Encoder(Stage):
         audio, self.audio = getattr(self, "audio", None), None
         if audio is not None:
             audio.close()
+        for camera in (getattr(self, "overlay", None), getattr(self, "camera_track", None)):
+            if camera is not None:
+                camera.close()
+                camera.ring.close()
+        self.overlay = self.camera_track = None
         if hasattr(self, "ring"):
             self.ring.close()
