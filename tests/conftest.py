@@ -121,16 +121,18 @@ def decodes_cleanly(path: Path) -> str:
 
 
 def assert_recorder_lost_nothing(frames: list[judge.Frame], screen_info: Path, stats: dict[str, Any],
-                                 shift_s: float = 0.0) -> judge.Report:  # fmt: skip
+                                 shift_s: float = 0.0, unseen: int = 0) -> judge.Report:  # fmt: skip
     """What is missing from ``frames`` was painted too late to be seen (the test screen's own lateness on a
     loaded machine) or is a swap, never the recorder's loss. ``shift_s`` moves file times back onto the
-    recording's running time (the pauses before a part)."""
+    recording's running time (the pauses before a part); ``unseen``: states the test knows were not on the
+    screen as a code (a resized window cleared to its background until its program paints again)."""
     info = load_info(screen_info)
     painter = json.loads(Path(f"{screen_info}.stats").read_text())
     report = judge.judge(frames, 1 / float(info["fps"]))
     moved = [dataclasses.replace(f, time=f.time + shift_s) for f in frames]
     blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter)
-    assert blame.recorder_lost <= report.swaps and report.lost <= blame.screen_late, (blame, report.summary())
+    assert blame.recorder_lost <= report.swaps + unseen and report.lost <= blame.screen_late + unseen, (
+        blame, report.summary())
     return report
 
 

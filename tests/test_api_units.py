@@ -314,4 +314,4 @@ def test_context_manager_stops_and_never_masks_the_body(fake: list[list[str]], t
 
 def test_audio_true_turns_on_a_silent_config(tmp_path: Path) -> None:
     base = replace(PipelineConfig(), audio=AudioConfig(sources=()))
-    assert Recorder(tmp_path / "o.mkv", config=base, audio=True).config.audio.sources == ("default",)
+    assert Recorder(tmp_path / "o.mkv", config=base, audio=True).config.audio.sources == AudioConfig().sources

@@ -74,7 +74,7 @@ def test_overload_is_counted_and_the_timeline_stays_whole(
     assert frames == f["written"]  # the stats say what the file holds
     assert abs(f["written"] + f["repeats_not_written"] - 180) <= 2  # every tick: a frame, or a repeat left out
     assert abs(video_span_s(out) - 3.0) <= 2 / 60  # the video keeps pace to the end (repeats behind: pts gaps)
-    assert stats["ring"]["peak_fill"] <= stats["ring"]["slots"] == 6  # memory is bounded by the ring
+    assert stats["ring"]["peak_fill"] <= stats["ring"]["slots"] == 8  # memory is bounded by the ring (8 at least)
     assert stats["errors"] == []
 
 
