@@ -12,8 +12,7 @@ import sys
 from typing import Any, NoReturn
 
 from pipeline import config as cfg
-from pipeline.errors import ConfigError, FramepipeError
-from stages.video.x11windows import Cancelled
+from pipeline.errors import Cancelled, ConfigError, FramepipeError
 
 
 class Parser(argparse.ArgumentParser):
@@ -199,8 +198,6 @@ def audio_sources(args: argparse.Namespace) -> tuple[str, ...] | None:
 
 def cmd_record(args: argparse.Namespace) -> int:
     args.output = default_output(args)
-    from framepipe.record import RecordJob, record
-
     config = cfg.with_output(pipeline_config(args), args.output, flag_outputs(args))
     if args.select:
         from framepipe.select import select_into
@@ -208,6 +205,19 @@ def cmd_record(args: argparse.Namespace) -> int:
         if args.window or args.region:
             raise ConfigError("--select chooses what is recorded: leave out --window and --region")
         config = select_into(config, args.select)
+    if args.dry_run:
+        return start_record(args, config, None)
+    from framepipe.targets import likely_stages
+    from pipeline.hosts import StageHosts
+
+    with StageHosts(likely_stages(config)) as hosts:  # they load their libraries while the recorder is imported
+        return start_record(args, config, hosts)
+
+
+def start_record(args: argparse.Namespace, config: cfg.PipelineConfig, hosts: Any) -> int:
+    """The recording of ``record``'s flags and ``config``, on the stage processes ``hosts`` (or new ones)."""
+    from framepipe.record import RecordJob, record
+
     job = RecordJob(
         config=config,
         duration_s=args.duration,
@@ -216,7 +226,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         status_line=not args.quiet,
         dry_run=args.dry_run,
     )
-    return record(job)
+    return record(job, hosts)
 
 
 def default_output(args: argparse.Namespace) -> str | None:

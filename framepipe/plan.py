@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from framepipe.targets import AUDIO, CAMERA, ENCODE, SCREEN, TIMESTAMP
 from pipeline.config import AudioConfig, CameraConfig, EncodeConfig, OutputConfig, PipelineConfig, ScreenConfig
 from pipeline.errors import ConfigError
 from pipeline.graph import Plan, RingSpec, StageSpec
@@ -31,10 +32,6 @@ from stages.video.corner import check_source, describe, overlay_box
 from stages.video.screen import screen_rect
 from stages.video.x11windows import WindowInfo
 
-SCREEN = "stages.video.screen:ScreenCapture"
-TIMESTAMP = "stages.video.timestamp:Timestamper"
-ENCODE = "stages.video.encode:Encoder"
-AUDIO = "stages.audio.capture:AudioCapture"
 MIN_SLOTS = 8  # the video ring's least slots, whatever the frame rate (its peak fill is 1-4 at 1080p60)
 
 CAMERA_SLOTS = 4  # the camera's ring: the picture the encoder shows, the next ones on their way
@@ -96,12 +93,6 @@ def encoder_settings(config: PipelineConfig) -> EncodeConfig:
     return replace(enc, gop_seconds=gop, max_kbps=enc.max_kbps or (STREAM_KBPS if streaming else 0))
 
 
-def likely_stages(config: PipelineConfig) -> list[str]:
-    """The stage classes ``plan`` will want, known before it runs (their processes start first: pipeline.hosts);
-    downstream first, as the supervisor starts them."""
-    return [ENCODE, TIMESTAMP, *([AUDIO] if config.audio.sources else []), SCREEN]
-
-
 def plan(config: PipelineConfig) -> Plan:
     """The stages, links and rings of a screen recording to ``config.outputs``."""
     if not config.outputs:
@@ -128,7 +119,7 @@ def plan(config: PipelineConfig) -> Plan:
     what = f"window {window.id:#x} {window.title!r}, " if window is not None else ""
     screen = StageSpec(
         "screen", SCREEN, screen_config, rings={"ring": "video"}, source=True,
-        extra={"window_title": window.title} if window is not None else {},
+        extra={"window_title": window.title} if window is not None else {"rect": dict(rect)},
         summary=f"{what}{rect['width']}x{rect['height']} at {rect['left']},{rect['top']}, {fps:g} fps, "
                 f"backend {config.screen.backend}",
     )  # fmt: skip
@@ -210,7 +201,7 @@ def camera_stage(camera: CameraConfig, width: int, height: int) -> tuple[StageSp
     box = overlay_box(camera, width, height)
     overlay = {"x": box.x, "y": box.y, "width": box.width, "height": box.height, "shape": camera.shape,
                "stale_ns": round(camera.stall_s * 1e9), "track": camera.overlay == "none"}  # fmt: skip
-    spec = StageSpec("camera", "stages.video.camera:CameraCapture", camera, rings={"ring": "camera"}, source=True,
+    spec = StageSpec("camera", CAMERA, camera, rings={"ring": "camera"}, source=True,
                      essential=False, extra={"box": (box.width, box.height), "overlay": overlay},
                      summary=describe(camera, box))  # fmt: skip
     geometry = Geometry(box.width, box.height * 3 // 2, box.width)  # I420: Y rows, then U and V packed

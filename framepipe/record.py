@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from framepipe.plan import likely_stages, plan
+from framepipe.plan import plan
+from framepipe.targets import likely_stages
 from pipeline.clock import NS_PER_S, now_ns
 from pipeline.config import AudioConfig, PipelineConfig
 from pipeline.errors import SetupError
@@ -473,13 +474,16 @@ def check_outputs(job: RecordJob) -> None:
         check_writable(job.stats_json, overwrite=True)
 
 
-def record(job: RecordJob) -> int:
-    """Run one recording; 0 when everything went well, 1 if a stage or an output failed (the files are kept)."""
+def record(job: RecordJob, hosts: StageHosts | None = None) -> int:
+    """Run one recording; 0 when everything went well, 1 if a stage or an output failed (the files are kept).
+    ``hosts``: its stage processes, already started (the CLI starts them before importing this module)."""
     if job.dry_run:
         print("\n".join(plan(job.config).lines()))
         return 0
-    with StageHosts(likely_stages(job.config)) as hosts:  # they import their libraries while we plan
+    if hosts is not None:
         return run_job(job, hosts)
+    with StageHosts(likely_stages(job.config)) as started:  # they import their libraries while we plan
+        return run_job(job, started)
 
 
 def check_audio(audio: AudioConfig) -> None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import SetupError
-from stages.video.x11windows import Cancelled, WindowInfo
+from pipeline.errors import Cancelled, SetupError
+from stages.video.x11windows import WindowInfo
 
 CLICK_PX = 4  # a press and release closer than this is a click, not a drag
 MIN_SIZE = 16  # the smallest area the screen stage records

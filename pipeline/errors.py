@@ -1,6 +1,6 @@
 """The one base error: every mistake a person can fix is a FramepipeError.
 
-The CLI prints ``framepipe: <message>`` on one line and exits with status 2;
+The CLI prints ``framepipe: <message>`` on one line and exits with status 2 (1 for ``Cancelled``);
 no traceback reaches people for these.
 """
 
@@ -21,3 +21,7 @@ class SetupError(FramepipeError, RuntimeError):
 
 class StageError(FramepipeError, RuntimeError):
     """A stage process failed while recording."""
+
+
+class Cancelled(FramepipeError):
+    """People cancelled a choice made with the mouse (Esc): nothing was started or written."""

@@ -185,6 +185,8 @@ def for_record(size: str | None = None) -> tuple[Profile | None, str | None]:
     """This machine's profile, whose settings lie under --config and flags (CLI process), or the one-line
     warning that says why the profile found is ignored (made elsewhere, unreadable). ``size``: the
     display's ``WxH`` when already known."""
+    if not any(folder().glob("profile-*.toml")):
+        return None, None  # none at all: no display to ask (a connection costs the start 30 ms)
     try:
         here = machine_here(size=size)
     except SetupError:

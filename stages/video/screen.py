@@ -150,18 +150,15 @@ class ScreenCapture(Source):
     name = "screen"
 
     def open(self) -> dict[str, Any]:
-        import mss
-
         self.config: ScreenConfig = self.ctx.config
         self.ring = Ring.attach(self.ctx.extra["ring"])
         g = self.ring.geometry
         if self.config.window:  # its size may change from now on: followed, scaled into the ring's
             self.rect = {"left": 0, "top": 0, "width": g.width, "height": g.height}
-        elif is_wayland(self.config.backend):
-            self.rect = screen_rect(self.config)
+        elif "rect" in self.ctx.extra:  # the planner's, moments ago (no second display connection: 30 ms)
+            self.rect = dict(self.ctx.extra["rect"])
         else:
-            with mss.MSS(backend=mss_backend(self.config.backend)) as sct:
-                self.rect = monitor_rect(list(sct.monitors), self.config)
+            self.rect = screen_rect(self.config)
         if (g.width, g.height) != (self.rect["width"], self.rect["height"]):
             raise SetupError("the screen changed size before recording started: start again")
         self.counts = {

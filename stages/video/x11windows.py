@@ -15,11 +15,7 @@ from ctypes import POINTER, Structure, byref, c_char_p, c_int, c_long, c_uint, c
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import FramepipeError, SetupError
-
-
-class Cancelled(FramepipeError):
-    """People pressed Esc instead of choosing (`record` exits with status 1, nothing written)."""
+from pipeline.errors import Cancelled, SetupError
 
 
 @dataclass(frozen=True)
