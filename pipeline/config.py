@@ -85,8 +85,8 @@ class EncodeConfig(StageConfig):
     preset: str = _opt("ultrafast")  # encoder speed preset (libx264: ultrafast ... veryslow)
     crf: int = _opt(23, lo=0, hi=51)  # constant rate factor: lower is better quality, bigger file
     threads: int = _opt(0, lo=0, hi=64)  # encoder threads; 0: automatic
-    thread_type: str = _opt("SLICE", choices=("FRAME", "SLICE", "AUTO"))  # how the encoder splits work: slices
-    # (one frame in flight: p99 capture-to-packet 33 ms at 1080p60 against 81-88 with frames, same CPU; LATENCY.md)
+    thread_type: str = _opt("FRAME", choices=("FRAME", "SLICE", "AUTO"))  # how the encoder splits work: frames
+    # keep up with the heaviest content on 2 cores (slices, p99 33 ms at 1080p60 against 80, do not; LATENCY.md)
     gop_seconds: float = _opt(0.0, lo=0.0, hi=10)  # keyframe interval (a crash loses at most this much);
     # 0: automatic, 1 s, or 2 s when a stream is an output (what streaming services ask for)
     max_kbps: int = _opt(0, lo=0, hi=500_000)  # video bitrate cap (x264 VBV maxrate, buffer 2 s);

@@ -303,3 +303,10 @@ def test_status_line_says_what_the_start_waits_for(capsys: pytest.CaptureFixture
     line = capsys.readouterr().err
     assert "starting: waiting for audio (audio learns its input's clock first)" in line and "screen" not in line
     assert "Ctrl+C now records nothing" in line
+
+
+def test_x264_holds_no_frames_for_a_lookahead_thread() -> None:
+    from stages.video.encode import codec_options
+
+    assert codec_options(cfg.EncodeConfig())["x264-params"] == "sync-lookahead=0"  # frame threads: 2 frames less late
+    assert "x264-params" not in codec_options(cfg.EncodeConfig(encoder="h264_nvenc"))

@@ -100,7 +100,10 @@ def conversion_options() -> dict[str, Any]:
 def codec_options(config: EncodeConfig) -> dict[str, str]:
     """Private options for the codec: libx264 takes preset and crf; hardware encoders keep their defaults."""
     capped = {"maxrate": f"{config.max_kbps}k", "bufsize": f"{2 * config.max_kbps}k"} if config.max_kbps else {}
-    if config.encoder in ("libx264", "libx265"):
+    if config.encoder == "libx264":  # no frames held for a lookahead thread: with frame threads x264 holds
+        # threads - 1 + sync-lookahead frames, and sync-lookahead is the threads again by default (NOTES.md)
+        return {"preset": config.preset, "crf": str(config.crf), "x264-params": "sync-lookahead=0", **capped}
+    if config.encoder == "libx265":
         return {"preset": config.preset, "crf": str(config.crf), **capped}
     return capped
 
