@@ -17,7 +17,6 @@ every half second after the first second, whose box is green. Exits 0 whether or
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -25,7 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import av
-from rounds import FPS, bench_parser, check_file, interleave, load, measure, medians, new_doc, num, output_folder
+from rounds import (
+    FPS,
+    bench_parser,
+    check_file,
+    conclude,
+    interleave,
+    load,
+    measure,
+    medians,
+    new_doc,
+    num,
+    output_folder,
+)
 
 from framepipe.proof.rtmp import RtmpServer, push_test_camera
 from framepipe.proof.testscreen import load_info, start_testscreen
@@ -148,16 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_process(pusher)
     doc["loadavg_after"] = load()
     doc["median"] = medians(doc["rounds"], MODES)
-    med = doc["median"]["ratio"]
-    within = med is not None and med <= GOAL
-    doc["verdict"] = (f"**Goal camera / screen <= {GOAL}: {'within' if within else 'MISSED'}** (median "
-                      f"{num(med, 3)}; while recording {num(doc['median']['ratio_rec'], 3)}).")  # fmt: skip
-    text = markdown(doc)
-    (args.json or folder / "camera_cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
-    args.md.write_text(text)
-    print(text)
-    print(doc["verdict"].replace("**", ""))
-    return 0
+    return conclude(doc, args, folder, "camera_cpu", GOAL, "camera / screen", markdown)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,24 @@ goal (two / one <= 1.15, medians) is met: it is a measurement.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from rounds import FPS, bench_parser, check_file, interleave, load, measure, medians, new_doc, num, output_folder
+from rounds import (
+    FPS,
+    bench_parser,
+    check_file,
+    conclude,
+    interleave,
+    load,
+    measure,
+    medians,
+    new_doc,
+    num,
+    output_folder,
+)
 
 from framepipe.proof.testscreen import load_info, start_testscreen
 from framepipe.proof.xvfb import VirtualScreen, stop_process
@@ -112,16 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["loadavg_after"] = load()
 
     doc["median"] = medians(doc["rounds"], tuple(OUTPUTS))
-    med = doc["median"]["ratio"]
-    within = med is not None and med <= GOAL
-    doc["verdict"] = (f"**Goal two / one <= {GOAL}: {'within' if within else 'MISSED'}** (median {num(med, 3)}; "
-                      f"while recording {num(doc['median']['ratio_rec'], 3)}).")  # fmt: skip
-    text = markdown(doc)
-    (args.json or folder / "outputs_cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
-    args.md.write_text(text)
-    print(text)
-    print(doc["verdict"].replace("**", ""))
-    return 0
+    return conclude(doc, args, folder, "outputs_cpu", GOAL, "two / one", markdown)
 
 
 if __name__ == "__main__":

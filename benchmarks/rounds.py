@@ -129,3 +129,18 @@ def bench_parser(doc: str | None, name: str, report: str, rounds_help: str) -> a
 def output_folder(args: argparse.Namespace) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     return Path(args.out).resolve()
+
+
+def conclude(doc: dict[str, Any], args: argparse.Namespace, folder: Path, name: str, goal: float, label: str,
+             markdown: Callable[[dict[str, Any]], str]) -> int:  # fmt: skip
+    """The verdict on the median ratio, then the report written (--md, --json: ``name``.json) and printed."""
+    med = doc["median"]["ratio"]
+    within = med is not None and med <= goal
+    doc["verdict"] = (f"**Goal {label} <= {goal}: {'within' if within else 'MISSED'}** (median {num(med, 3)}; "
+                      f"while recording {num(doc['median']['ratio_rec'], 3)}).")  # fmt: skip
+    text = markdown(doc)
+    (args.json or folder / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    args.md.write_text(text)
+    print(text)
+    print(doc["verdict"].replace("**", ""))
+    return 0

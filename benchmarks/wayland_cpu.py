@@ -18,7 +18,6 @@ either zero-copy grab spends its copy. Every file is judged (frames, lost, decod
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from rounds import (
     FPS,
     bench_parser,
     check_file,
+    conclude,
     interleave,
     load,
     measure,
@@ -163,16 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("x11", "sway"):
         doc["median"][f"capture_ms_{mode}"] = median([r[mode]["capture_cpu_ms_per_frame"] for r in doc["rounds"]])
         doc["median"][f"server_{mode}"] = median([r[mode]["server_cpu_per_s"] for r in doc["rounds"]])
-    med = doc["median"]["ratio"]
-    within = med is not None and med <= GOAL
-    doc["verdict"] = (f"**Goal sway / x11 <= {GOAL}: {'within' if within else 'MISSED'}** (median {num(med, 3)}; "
-                      f"while recording {num(doc['median']['ratio_rec'], 3)}).")  # fmt: skip
-    text = markdown(doc)
-    (args.json or folder / "wayland_cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
-    args.md.write_text(text)
-    print(text)
-    print(doc["verdict"].replace("**", ""))
-    return 0
+    return conclude(doc, args, folder, "wayland_cpu", GOAL, "sway / x11", markdown)
 
 
 if __name__ == "__main__":
