@@ -232,29 +232,29 @@ class ScreenCapture(Source):
                 self.ring.cancel()
                 self.ctx.warn(str(exc))
                 return False
-            grabbed = now_ns() - t0
-            if not fresh:  # nothing new (a window unmapped): the timestamper repeats the held frame
+            if fresh:
+                self._announce(slot, t0, now_ns() - t0)
+            else:  # nothing new (a window unmapped): the timestamper repeats the held frame
                 self.ring.cancel()
                 self.counts["held"] += 1
-                self.seq += 1
-                self.tick += 1
-                self.counts["recorded_ns"] = round(self.tick * self.period)
-                return True
-            shown = getattr(self.grabber, "last_capture_ns", None)  # when the picture was made, if the grabber knows
-            capture_ns = (t0 if shown is None else shown) - self.base_time
-            g = self.ring.geometry
-            self.ring.write_header(slot, SlotHeader(self.seq, capture_ns, g.width, g.height, g.stride, PIXFMT_BGRA,
-                                                    self.flags))  # fmt: skip
-            self.ctx.send("frames", msg.Frame(slot, self.seq, capture_ns, self.flags))
-            self.counts["captured"] += 1
-            self.counts["ring_peak"] = max(self.counts["ring_peak"], self.ring.fill())
-            self.grab_ns_total += grabbed
-            self.counts["grab_ms_max"] = max(self.counts["grab_ms_max"], grabbed / 1e6)
-            self.flags = 0
         self.seq += 1
         self.tick += 1
         self.counts["recorded_ns"] = round(self.tick * self.period)
         return True
+
+    def _announce(self, slot: int, t0: int, grabbed: int) -> None:
+        """Stamp the slot just filled and send its descriptor downstream."""
+        shown = getattr(self.grabber, "last_capture_ns", None)  # when the picture was made, if the grabber knows
+        capture_ns = (t0 if shown is None else shown) - self.base_time
+        g = self.ring.geometry
+        self.ring.write_header(slot, SlotHeader(self.seq, capture_ns, g.width, g.height, g.stride, PIXFMT_BGRA,
+                                                self.flags))  # fmt: skip
+        self.ctx.send("frames", msg.Frame(slot, self.seq, capture_ns, self.flags))
+        self.counts["captured"] += 1
+        self.counts["ring_peak"] = max(self.counts["ring_peak"], self.ring.fill())
+        self.grab_ns_total += grabbed
+        self.counts["grab_ms_max"] = max(self.counts["grab_ms_max"], grabbed / 1e6)
+        self.flags = 0
 
     def _stopped(self, deadline: int) -> bool:
         return self.stop_at is not None and deadline >= self.base_time + self.stop_at
