@@ -222,7 +222,7 @@ class Controller:
         code = self._proc.wait() if self._proc is not None and self._proc.pid == pid else None
         line = last_line(self._log) if self._log is not None and self._proc is not None else ""
         saved = bool(snap.path) and Path(snap.path).is_file() and Path(snap.path).stat().st_size > 0
-        if saved and snap.phase is not Phase.STARTING:
+        if saved and (snap.phase is not Phase.STARTING or code == 0):  # a stop from elsewhere may beat our poll
             self._publish(replace(snap, phase=Phase.SAVED, message=line if code else ""))
         else:
             self._publish(replace(snap, phase=Phase.FAILED, message=line or "the recording ended before it started"))
