@@ -17,7 +17,7 @@ from framepipe.targets import AUDIO, CAMERA, ENCODE, SCREEN, TIMESTAMP
 from pipeline.config import AudioConfig, CameraConfig, EncodeConfig, OutputConfig, PipelineConfig, ScreenConfig
 from pipeline.errors import ConfigError
 from pipeline.graph import Plan, RingSpec, StageSpec
-from pipeline.ring import Geometry
+from pipeline.ring import Geometry, i420_geometry
 from stages.outputs.formats import (
     OUT_RATE,
     STREAM_GOP_S,
@@ -28,6 +28,7 @@ from stages.outputs.formats import (
     output_size,
 )  # fmt: skip
 from stages.video.backend import choose
+from stages.video.convert import check_planar
 from stages.video.corner import check_source, describe, overlay_box
 from stages.video.screen import screen_rect
 from stages.video.x11windows import WindowInfo
@@ -111,15 +112,19 @@ def plan(config: PipelineConfig) -> Plan:
     if enc.output_height > rect["height"]:
         raise ConfigError(f"encode.output_height = {enc.output_height} is above the {rect['height']} pixels "
                           "recorded: give a smaller height, or 0 to keep the size")  # fmt: skip
-    geometry = Geometry(rect["width"], rect["height"], rect.get("stride", rect["width"] * 4))
+    grabbed = Geometry(rect["width"], rect["height"], rect.get("stride", rect["width"] * 4))
+    planar = config.screen.ring_format == "i420"  # I420 slots, converted by the screen stage
+    if planar:
+        check_planar(rect["width"], rect["height"])
+    geometry = i420_geometry(rect["width"], rect["height"]) if planar else grabbed
     slots = max(MIN_SLOTS, round(config.screen.ring_seconds * config.screen.fps))
     width, height = output_size(rect["width"], rect["height"], enc.output_height)
     folder = replay_folder(config)
     fps = config.screen.fps
     what = f"window {window.id:#x} {window.title!r}, " if window is not None else ""
     screen = StageSpec(
-        "screen", SCREEN, screen_config, rings={"ring": "video"}, source=True,
-        extra={"window_title": window.title} if window is not None else {"rect": dict(rect)},
+        "screen", SCREEN, screen_config, rings={"ring": "video", **({"grab_ring": "grab"} if planar else {})},
+        source=True, extra={"window_title": window.title} if window is not None else {"rect": dict(rect)},
         summary=f"{what}{rect['width']}x{rect['height']} at {rect['left']},{rect['top']}, {fps:g} fps, "
                 f"backend {config.screen.backend}",
     )  # fmt: skip
@@ -129,14 +134,17 @@ def plan(config: PipelineConfig) -> Plan:
     )  # fmt: skip
     encode = StageSpec(
         "encode", ENCODE, enc, inputs={"video": "timestamp.placed"},
-        extra={"fps": fps, "mode": config.timestamp.mode,
-               "outputs": [output_settings(o, folder) for o in config.outputs]},
+        extra={"fps": fps, "mode": config.timestamp.mode, "picture": [rect["width"], rect["height"]],
+               "planar": planar, "outputs": [output_settings(o, folder) for o in config.outputs]},
         rings={"ring": "video"},
         summary=f"{enc.encoder} {enc.preset} crf {enc.crf}{f' max {enc.max_kbps} kb/s' if enc.max_kbps else ''}, "
                 f"{width}x{height}, keyframe every {enc.gop_seconds:g} s",
     )  # fmt: skip
     stages = [screen, timestamp, encode]
-    rings = [RingSpec("video", geometry, slots, f"{rect['width']}x{rect['height']} BGRA, screen -> encode")]
+    size = f"{rect['width']}x{rect['height']}"
+    rings = [RingSpec("video", geometry, slots, f"{size} {'I420' if planar else 'BGRA'}, screen -> encode")]
+    if planar:
+        rings.append(RingSpec("grab", grabbed, 1, f"{size} BGRA, the screen's grab before its conversion"))
     if config.audio.sources:
         audio, ring = audio_stage(config.audio)
         stages.insert(1, audio)
@@ -204,5 +212,5 @@ def camera_stage(camera: CameraConfig, width: int, height: int) -> tuple[StageSp
     spec = StageSpec("camera", CAMERA, camera, rings={"ring": "camera"}, source=True,
                      essential=False, extra={"box": (box.width, box.height), "overlay": overlay},
                      summary=describe(camera, box))  # fmt: skip
-    geometry = Geometry(box.width, box.height * 3 // 2, box.width)  # I420: Y rows, then U and V packed
+    geometry = i420_geometry(box.width, box.height)
     return spec, RingSpec("camera", geometry, CAMERA_SLOTS, f"{box.width}x{box.height} I420, camera -> encode")

@@ -245,7 +245,7 @@ def status_of(config: PipelineConfig) -> Any:
 
 def stats_of(
     job: RecordJob, outcome: Outcome, rect: dict[str, int], ring: RingSpec, series: RingSeries | None = None,
-    steering: dict[str, Any] | None = None,
+    steering: dict[str, Any] | None = None, staging: RingSpec | None = None,
 ) -> dict[str, Any]:
     """The --stats-json document: every counter, by stage, with drops by reason (and ring fill over time)."""
     st = {name: rec.stats for name, rec in outcome.stages.items()}
@@ -268,6 +268,8 @@ def stats_of(
         "ring": {
             "slots": ring.slots,
             "bytes": ring_bytes(ring.geometry, ring.slots),
+            "format": "I420" if staging is not None else "BGRA",  # I420: converted by the screen stage
+            "staging_bytes": ring_bytes(staging.geometry, staging.slots) if staging is not None else 0,
             "peak_fill": screen.get("ring_peak", 0),
         },
         "latency_ms": {"p50": enc.get("latency_ms_p50"), "p99": enc.get("latency_ms_p99")},
@@ -531,7 +533,8 @@ def run_job(job: RecordJob, hosts: StageHosts) -> int:
     finally:
         status.end()
     steering = supervisor.steering.status() if supervisor.steering is not None else None
-    stats = stats_of(job, outcome, graph.info["rect"], graph.rings[0], series, steering)
+    staging = next((r for r in graph.rings if r.key == "grab"), None)
+    stats = stats_of(job, outcome, graph.info["rect"], graph.rings[0], series, steering, staging)
     encoder = outcome.stages.get("encode")
     if encoder is not None and encoder.exitcode != 0:
         recount(stats)

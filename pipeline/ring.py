@@ -40,7 +40,7 @@ COUNTERS_OFFSET = CONTROL.size - 16  # released (only the reader writes it), wri
 
 FLAG_DISCONT = 1  # frames were dropped just before this one
 PIXFMT_BGRA = 1
-PIXFMT_I420 = 2  # planar Y, U, V (4:2:0), each plane packed: a camera's pictures
+PIXFMT_I420 = 2  # planar Y, U, V (4:2:0), each plane packed (``planes``): the screen's and a camera's pictures
 
 
 def _align(n: int, to: int = 64) -> int:
@@ -62,6 +62,11 @@ class Geometry:
     @property
     def slot_bytes(self) -> int:
         return HEADER_BYTES + _align(self.frame_bytes)
+
+
+def i420_geometry(width: int, height: int) -> Geometry:
+    """The slot layout of I420 pictures ``width`` x ``height``: Y rows, then U and V packed (``Ring.planes``)."""
+    return Geometry(width, height * 3 // 2, width)
 
 
 def ring_bytes(geometry: Geometry, slots: int) -> int:
@@ -104,8 +109,8 @@ class Ring:
     @classmethod
     def create(cls, name: str, geometry: Geometry, slots: int) -> Ring:
         """Create and initialise a ring segment (supervisor)."""
-        if slots < 2:
-            raise ValueError("a ring needs at least 2 slots")
+        if slots < 1:
+            raise ValueError("a ring needs a slot at least")
         shm = Segment.create(name, ring_bytes(geometry, slots))
         CONTROL.pack_into(shm.buf, 0, MAGIC, slots, geometry.width, geometry.height, geometry.stride, 0, 0)
         return cls(shm)
@@ -173,6 +178,23 @@ class Ring:
         self._views = [ref for ref in self._views if ref() is not None]
         self._views.append(weakref.ref(view))
         return view
+
+    def address(self, slot: int) -> int:
+        """The address of a slot's pixels in this process, for a writer in C (libswscale); valid until close()."""
+        import ctypes
+
+        anchor = ctypes.c_char.from_buffer(self._buf, self.pixel_offset(slot))  # an export, dropped at once
+        try:
+            return ctypes.addressof(anchor)
+        finally:
+            del anchor
+
+    def planes(self, slot: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The Y, U and V planes of an I420 picture ``width`` x ``height`` in a slot (PIXFMT_I420), as views."""
+        raw = self.raw(slot)
+        luma, chroma = width * height, width * height // 4
+        return (raw[:luma].reshape(height, width), raw[luma : luma + chroma].reshape(height // 2, width // 2),
+                raw[luma + chroma : luma + 2 * chroma].reshape(height // 2, width // 2))  # fmt: skip
 
     def pixel_offset(self, slot: int) -> int:
         """Byte offset of a slot's pixels within the segment (for zero-copy writers)."""

@@ -78,6 +78,31 @@ def test_stats_json_has_every_figure(record_testscreen) -> None:
     assert "frames in 2.0 s" in rec.result.stderr
 
 
+def test_an_i420_ring_holds_every_frame_in_less_memory(record_testscreen, tmp_path: Path) -> None:
+    config = tmp_path / "i420.toml"
+    config.write_text('[screen]\nring_format = "i420"\n')
+    rec = record_testscreen("i420.mkv", "--config", str(config), duration=3)
+    assert_every_frame(rec, 180)  # the codes read back: the capture stage's conversion kept the picture
+    ring = rec.stats["ring"]
+    assert ring["format"] == "I420" and ring["slots"] == 12
+    assert ring["bytes"] < 12 * 1920 * 1080 * 1.5 * 1.01 and 0 < ring["staging_bytes"] < 1920 * 1080 * 4 * 1.01
+    screen = rec.stats["stages"]["screen"]
+    assert screen["info"]["backend"].endswith("converted to I420") and screen["stats"]["convert_ms_mean"] > 0
+
+
+def test_an_i420_ring_needs_an_even_size(virtual_screen: VirtualScreen, tmp_path: Path) -> None:
+    config = tmp_path / "i420.toml"
+    config.write_text('[screen]\nring_format = "i420"\n')
+    out = tmp_path / "odd.mkv"
+    result = run_framepipe("record", str(out), "--duration", "1", "--no-audio", "--config", str(config),
+                           "--region", "0,0,641,480", display=virtual_screen.display)  # fmt: skip
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip().splitlines() == [
+        'framepipe: screen.ring_format = "i420" needs an even size, not 641x480: give an even region, '
+        'or ring_format = "bgra"'
+    ]
+
+
 def test_variable_frame_rate_keeps_capture_times(record_testscreen) -> None:
     rec = record_testscreen("vfr.mkv", "--vfr", duration=2)
     assert_every_frame(rec, 120, grid=False)

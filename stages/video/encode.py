@@ -1,7 +1,8 @@
 """The one encode (process fp-encode): ring slots in, encoded packets out to every output.
 
-Each slot is wrapped once as a PyAV frame (``from_numpy_buffer``, no copy),
-converted to YUV once by one cached scaler, and given back to capture at once;
+Each slot holds an I420 picture the screen stage converted (``stages.video.convert``),
+copied into a frame of ours and given back to capture at once (a BGRA slot, where
+the screen stage could not convert, is wrapped as a PyAV frame and converted here);
 a constant-frame-rate repeat re-encodes the last converted picture, unless the
 encoder is more than half a second behind the clock: then the repeat is left out
 (the picture stays on screen through the pts gap all the same) so that an
@@ -38,6 +39,7 @@ from stages.audio.encode import AudioEncoder
 from stages.outputs.formats import GLOBAL_HEADER, OUTPUT_KINDS, frame_rate, output_size
 from stages.outputs.output import Coded, Output, OutputState
 from stages.video.overlay import CameraTrack, Overlay
+from stages.video.picture import i420_frame
 from stages.video.timestamp import VFR_TIME_BASE
 
 FALLBACK_ENCODER = "libx264"
@@ -153,9 +155,10 @@ class Encoder(Stage):
         extra = self.ctx.extra
         self.ring = Ring.attach(extra["ring"])
         g = self.ring.geometry
+        self.picture: tuple[int, int] = tuple(extra.get("picture") or (g.width, g.height))  # the screen's size
         fps = extra["fps"]
         info: dict[str, Any] = {}
-        self.size = output_size(g.width, g.height, config.output_height)
+        self.size = output_size(self.picture[0], self.picture[1], config.output_height)
         why = try_open(config, *self.size, fps) if config.encoder != FALLBACK_ENCODER else None
         if why is not None:
             self.ctx.warn(f"encoder {config.encoder} does not open here ({why}); using {FALLBACK_ENCODER}")
@@ -179,9 +182,14 @@ class Encoder(Stage):
         cc.options = codec_options(config)
         cc.flags |= GLOBAL_HEADER
         self.stream: Any = stream
-        self.frames = [
-            av.VideoFrame.from_numpy_buffer(self.ring.pixels(i), format="bgra") for i in range(self.ring.slots)
-        ]
+        if extra.get("planar"):  # I420 slots (the screen stage converted them): copied into a frame of our own
+            self.planes = [self.ring.planes(i, *self.picture) for i in range(self.ring.slots)]
+            self.frames = []
+        else:  # BGRA slots: converted from where they lie
+            self.planes = []
+            self.frames = [
+                av.VideoFrame.from_numpy_buffer(self.ring.pixels(i), format="bgra") for i in range(self.ring.slots)
+            ]
         self.reformatter = VideoReformatter()  # one cached scaler, one thread: least CPU per frame
         reuse_frame_buffers()  # before the first picture
         self.convert = conversion_options()
@@ -290,8 +298,7 @@ class Encoder(Stage):
                 self._encode(message.pts)  # the previous picture again: cheap, and the timeline stays whole
                 return
             self.capture_of_pts[message.pts] = message.capture_ns
-            frame = self.frames[message.slot]
-            self.last = self.reformatter.reformat(frame, *self.size, "yuv420p", **self.convert)
+            self.last = self._picture(message.slot)
             if self.overlay is not None:  # the camera's newest picture, into the converted planes
                 self.overlay.paste(self.last, message.capture_ns)
             self._release(message.slot, message.seq)  # converted: the slot can go back to capture now
@@ -309,6 +316,15 @@ class Encoder(Stage):
         elif isinstance(message, msg.Hold):
             self._release(message.slot, message.seq)
             self.counts["held_skips"] += 1
+
+    def _picture(self, slot: int) -> Any:
+        """The slot's picture as a yuv420p frame of the output's size, the slot no longer needed after."""
+        if not self.planes:
+            return self.reformatter.reformat(self.frames[slot], *self.size, "yuv420p", **self.convert)
+        frame = i420_frame(self.planes[slot])
+        if self.size != self.picture:  # output_height: scaled here (the ring holds what was grabbed)
+            frame = self.reformatter.reformat(frame, *self.size, "yuv420p", **self.convert)
+        return frame
 
     def _paused(self, pts: int) -> bool:
         return self.pauses.offset(round(pts * self.ns_per_pts)) is None
@@ -408,7 +424,7 @@ class Encoder(Stage):
             with contextlib.suppress(Exception):
                 codecs.close()
             self.codecs = None
-        self.frames = []
+        self.frames, self.planes = [], []
         self.last = None
         self.stream = None
         audio, self.audio = getattr(self, "audio", None), None

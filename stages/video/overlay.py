@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline import messages as msg
 from pipeline.ring import Ring
+from stages.video.picture import i420_frame
 
 EDGE_SAMPLES = 4  # a circle's edge coverage is measured on this many sub-pixel samples a side
 
@@ -55,11 +56,7 @@ class Overlay:
         self.x, self.y, self.width, self.height = box["x"], box["y"], box["width"], box["height"]
         self.stale_ns = stale_ns
         w, h = self.width, self.height
-        self.planes = []
-        for i in range(ring.slots):
-            raw = ring.raw(i)
-            self.planes.append((raw[: w * h].reshape(h, w), raw[w * h : w * h * 5 // 4].reshape(h // 2, w // 2),
-                                raw[w * h * 5 // 4 :].reshape(h // 2, w // 2)))  # fmt: skip
+        self.planes = [ring.planes(i, w, h) for i in range(ring.slots)]
         self.masks = (Mask(w, h), Mask(w // 2, h // 2)) if box.get("shape") == "circle" else None
         self.held: int | None = None  # the slot of the newest picture (not given back yet)
         self.held_ns = 0
@@ -110,26 +107,17 @@ class CameraTrack:
     def __init__(self, ring: Ring, stream: Any, box: dict[str, Any]) -> None:
         self.ring, self.stream = ring, stream
         w, h = self.width, self.height = box["width"], box["height"]
-        self.planes = []
-        for i in range(ring.slots):
-            raw = ring.raw(i)
-            self.planes.append((raw[: w * h].reshape(h, w), raw[w * h : w * h * 5 // 4].reshape(h // 2, w // 2),
-                                raw[w * h * 5 // 4 :].reshape(h // 2, w // 2)))  # fmt: skip
+        self.planes = [ring.planes(i, w, h) for i in range(ring.slots)]
         self.last_pts = -1
         self.counts = {"camera_pictures": 0, "camera_encoded": 0}
 
     def encode(self, picture: msg.Frame, shift_ns: int | None) -> list[Any]:
         """The packets of one picture (none while paused: ``shift_ns`` None); its slot goes back."""
-        import av
-
         self.counts["camera_pictures"] += 1
         if shift_ns is None:
             self.ring.release()
             return []
-        frame: Any = av.VideoFrame(self.width, self.height, "yuv420p")
-        for plane, src in zip(frame.planes, self.planes[picture.slot], strict=True):
-            rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-            rows[: src.shape[0], : src.shape[1]] = src
+        frame = i420_frame(self.planes[picture.slot])
         self.ring.release()
         self.last_pts = frame.pts = max(self.last_pts + 1, (picture.capture_ns - shift_ns) // 1_000_000)
         self.counts["camera_encoded"] += 1

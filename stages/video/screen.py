@@ -1,7 +1,10 @@
 """Screen capture stage (process fp-screen): grab on the clock's deadlines into the ring.
 
 Paced on absolute deadlines ``base_time + k / fps``, never ``sleep(1/fps)``.
-Each grab is copied once, into a ring slot, and announced downstream with a
+Each grab is written once into a staging slot (the "grab" ring) and converted
+from there into an I420 ring slot (``stages.video.convert``: 0.375 of BGRA's
+memory); without a libswscale to convert with, it is written into a BGRA ring
+slot directly and the encoder converts. The slot is announced downstream with a
 ``Frame`` descriptor. A live source never blocks: when the ring is full the
 frame is not grabbed, a drop is counted and the next frame carries DISCONT;
 deadlines missed because the process ran late are counted too.
@@ -22,9 +25,10 @@ from pipeline import messages as msg
 from pipeline.clock import NS_PER_S, now_ns, sleep_until
 from pipeline.config import ScreenConfig
 from pipeline.errors import SetupError
-from pipeline.ring import FLAG_DISCONT, PIXFMT_BGRA, Ring, SlotHeader
+from pipeline.ring import FLAG_DISCONT, PIXFMT_BGRA, PIXFMT_I420, Ring, SlotHeader
 from pipeline.stage import Source
 from stages.video.backend import is_wayland
+from stages.video.convert import Converter
 from stages.video.grab import Grabber, SourceGone
 from stages.video.xshm import MAX_OFFSET, XshmGrabber, XshmUnavailable
 
@@ -152,7 +156,11 @@ class ScreenCapture(Source):
     def open(self) -> dict[str, Any]:
         self.config: ScreenConfig = self.ctx.config
         self.ring = Ring.attach(self.ctx.extra["ring"])
-        g = self.ring.geometry
+        self.converter: Converter | None = None
+        self.target = self.ring  # where the grabber writes: the video ring, or the staging slot it is converted from
+        if "grab_ring" in self.ctx.extra:
+            self.target = Ring.attach(self.ctx.extra["grab_ring"])
+        g = self.target.geometry
         if self.config.window:  # its size may change from now on: followed, scaled into the ring's
             self.rect = {"left": 0, "top": 0, "width": g.width, "height": g.height}
         elif "rect" in self.ctx.extra:  # the planner's, moments ago (no second display connection: 30 ms)
@@ -170,37 +178,52 @@ class ScreenCapture(Source):
             "ring_peak": 0,
             "recorded_ns": 0,
         }
-        self.grab_ns_total = 0
+        self.grab_ns_total = self.convert_ns_total = 0
         self.grabber = self._open_grabber()
+        if self.target is not self.ring:
+            self.converter = Converter(self.target, self.ring, g.width, g.height)
         for slot in range(self.ring.slots):  # a first lap before the start: see the module's docstring
-            self.grabber.grab(slot)
-        return {"rect": self.rect, "backend": self.grabber.description}
+            self._fill(slot)
+        self.convert_ns_total = 0
+        backend = self.grabber.description + (", converted to I420" if self.converter else "")
+        return {"rect": self.rect, "backend": backend}
+
+    def _fill(self, slot: int) -> bool:
+        """The picture now into ``slot``: grabbed there, or grabbed into the staging slot and converted."""
+        if self.converter is None:
+            return self.grabber.grab(slot)
+        if not self.grabber.grab(0):
+            return False
+        t0 = now_ns()
+        self.converter.convert(slot)
+        self.convert_ns_total += now_ns() - t0
+        return True
 
     def _open_grabber(self) -> Grabber:
         """The zero-copy grabber when asked for (or on auto) and possible; fallbacks are reported."""
         if self.config.window:
-            return open_window(self.ring, self.config.window, self.ctx.extra.get("window_title", ""))
+            return open_window(self.target, self.config.window, self.ctx.extra.get("window_title", ""))
         if self.config.backend == "screencopy":  # the planner chose it (or was told): no quiet fallback to X11
             from stages.video.wayland.screencopy import ScreencopyGrabber
 
-            return ScreencopyGrabber(self.ring, self.config, cursor=self.config.cursor)
+            return ScreencopyGrabber(self.target, self.config, cursor=self.config.cursor)
         if self.config.backend == "portal":
             from stages.video.wayland.portal import unavailable
 
             raise SetupError(f"the desktop portal backend is not available here: {unavailable()}")
         if self.config.backend not in ("auto", "xshm", "x11"):
-            return MssRoot(self.ring, self.rect, self.config.backend)
+            return MssRoot(self.target, self.rect, self.config.backend)
         why = "needs Linux and X11"
         if sys.platform.startswith("linux") and os.environ.get("DISPLAY"):
-            if self.ring.pixel_offset(self.ring.slots - 1) > MAX_OFFSET:
+            if self.target.pixel_offset(self.target.slots - 1) > MAX_OFFSET:
                 why = "the ring is larger than 4 GiB"
             else:
                 try:
-                    return open_root(self.ring, self.rect)
+                    return open_root(self.target, self.rect)
                 except XshmUnavailable as exc:
                     why = str(exc)
         self.ctx.warn(f"zero-copy capture unavailable ({why}); grabbing with mss and one copy")
-        return MssRoot(self.ring, self.rect, "mss")
+        return MssRoot(self.target, self.rect, "mss")
 
     def start(self) -> None:
         self.period = NS_PER_S / self.config.fps
@@ -227,7 +250,7 @@ class ScreenCapture(Source):
         else:
             t0 = now_ns()
             try:
-                fresh = self.grabber.grab(slot)
+                fresh = self._fill(slot)
             except SourceGone as exc:  # the window closed, the display went: stop here, in order
                 self.ring.cancel()
                 self.ctx.warn(str(exc))
@@ -246,9 +269,9 @@ class ScreenCapture(Source):
         """Stamp the slot just filled and send its descriptor downstream."""
         shown = getattr(self.grabber, "last_capture_ns", None)  # when the picture was made, if the grabber knows
         capture_ns = (t0 if shown is None else shown) - self.base_time
-        g = self.ring.geometry
-        self.ring.write_header(slot, SlotHeader(self.seq, capture_ns, g.width, g.height, g.stride, PIXFMT_BGRA,
-                                                self.flags))  # fmt: skip
+        g = self.target.geometry
+        pixfmt, stride = (PIXFMT_I420, g.width) if self.converter else (PIXFMT_BGRA, g.stride)
+        self.ring.write_header(slot, SlotHeader(self.seq, capture_ns, g.width, g.height, stride, pixfmt, self.flags))
         self.ctx.send("frames", msg.Frame(slot, self.seq, capture_ns, self.flags))
         self.counts["captured"] += 1
         self.counts["ring_peak"] = max(self.counts["ring_peak"], self.ring.fill())
@@ -271,7 +294,8 @@ class ScreenCapture(Source):
             **({"grabber": dict(extra)} if extra else {}),
             **self.counts,
             **getattr(getattr(self, "grabber", None), "counts", {}),  # a window's resizes, scaled, unmapped frames
-            "grab_ms_mean": self.grab_ns_total / captured / 1e6 if captured else 0.0,
+            "grab_ms_mean": self.grab_ns_total / captured / 1e6 if captured else 0.0,  # with the conversion
+            "convert_ms_mean": self.convert_ns_total / captured / 1e6 if captured else 0.0,
             "ring_fill": self.ring.fill(),
             "ring_slots": self.ring.slots,
         }
@@ -280,5 +304,10 @@ class ScreenCapture(Source):
         grabber = getattr(self, "grabber", None)
         if grabber is not None:
             grabber.close()
+        converter = getattr(self, "converter", None)
+        if converter is not None:
+            converter.close()
+        if hasattr(self, "target") and self.target is not self.ring:
+            self.target.close()
         if hasattr(self, "ring"):
             self.ring.close()

@@ -30,6 +30,7 @@ from stages.video.wayland.wire import CompositorGone, Proxy, WaylandError
 MAX_POOL = 2**31 - 1  # wl_shm_pool sizes and offsets are 32-bit signed
 #: Longest a copy may take before the compositor counts as hung (a copy waits for the next output frame).
 COPY_TIMEOUT_S = 2.0
+FAILED_COPIES = 24  # copies the compositor failed (in all) past which the output is taken as gone
 
 
 class ScreencopyUnavailable(SetupError):
@@ -136,7 +137,7 @@ class ScreencopyGrabber:
                                f"{g.width}x{g.height}); following a resize is not supported yet")  # fmt: skip
         if state["end"] == "failed":
             self.stats["failed"] += 1
-            if self.stats["failed"] > 3 * self.ring.slots:
+            if self.stats["failed"] > FAILED_COPIES:
                 raise WaylandError("the compositor failed every copy (the output went away?)")
             return False
         if state.get("flags", 0) & Y_INVERT:
