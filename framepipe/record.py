@@ -352,14 +352,21 @@ def summary(stats: dict[str, Any]) -> str:
         + "), "
         f"repeats {f['repeats']}{behind(f)}, skips {f['skips']}, "
         f"ring peak {stats['ring']['peak_fill']}/{stats['ring']['slots']}",
-        f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms; "
-        f"CPU {cpu / secs:.2f} cores",
+        f"  latency p50 {stats['latency_ms']['p50']} ms, p99 {stats['latency_ms']['p99']} ms"
+        f"{threads_note(stats)}; CPU {cpu / secs:.2f} cores",
     ]
     followed = followed_line(stats["stages"].get("screen", {}).get("stats") or {})
     audio = audio_line(stats.get("audio"))
     near = ring_warning(stats["ring"])
     camera = camera_line(stats["stages"])
     return "\n".join([*lines, *(x for x in (followed, audio, camera, near) if x)])
+
+
+def threads_note(stats: dict[str, Any]) -> str:
+    """Where the encoder went from slice to frame threads (ADAPTIVE: slices fell behind), for the latency line."""
+    at = (stats["stages"].get("encode", {}).get("stats") or {}).get("frame_threads_from_frame")
+    fps = stats.get("fps") or 60
+    return "" if at is None else f" (slice threads, frame threads from {at / fps:.1f} s: the content was heavy)"
 
 
 def ring_warning(ring: dict[str, Any]) -> str:

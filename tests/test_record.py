@@ -18,6 +18,8 @@ from conftest import (
     run_framepipe,
 )
 
+from framepipe.proof.judge import count_frames
+from framepipe.proof.testscreen import start_testscreen
 from framepipe.proof.xvfb import VirtualScreen
 
 
@@ -101,6 +103,29 @@ def test_an_i420_ring_needs_an_even_size(virtual_screen: VirtualScreen, tmp_path
         'framepipe: screen.ring_format = "i420" needs an even size, not 641x480: give an even region, '
         'or ring_format = "bgra"'
     ]
+
+
+def test_adaptive_threads_switch_to_frame_threads_and_the_file_plays_through(virtual_screen: VirtualScreen,
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    """1080p at 120 fps is more than slice threads encode on a small machine: the encoder switches to frame
+    threads mid-stream, and the file decodes cleanly across the switch, holding what the stats say."""
+    config, out, stats_path = tmp_path / "adaptive.toml", tmp_path / "adaptive.mkv", tmp_path / "adaptive.json"
+    config.write_text('[encode]\nthread_type = "ADAPTIVE"\n')
+    painter = start_testscreen(virtual_screen.display, 120, heavy=True, info_path=tmp_path / "screen.json")
+    try:
+        result = run_framepipe("record", str(out), "--duration", "3", "--fps", "120", "--no-audio",
+                               "--config", str(config), "--stats-json", str(stats_path),
+                               display=virtual_screen.display)  # fmt: skip
+    finally:
+        painter.terminate()
+        painter.wait(10)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(stats_path.read_text())
+    encode = stats["stages"]["encode"]["stats"]
+    assert encode["thread_type"] == "SLICE, then FRAME" and encode["frame_threads_from_frame"] >= 0, encode
+    assert "frame threads from" in result.stderr
+    assert decodes_cleanly(out) == ""
+    assert count_frames(out) == stats["frames"]["written"]
 
 
 def test_variable_frame_rate_keeps_capture_times(record_testscreen) -> None:

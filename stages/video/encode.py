@@ -51,6 +51,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt() parameters
 HEAP_BUFFERS_UP_TO = 32 << 20  # allocations up to this size come from the heap (glibc's upper limit) ...
 HEAP_KEEP = 256 << 20  # ... and the heap keeps up to this much freed memory instead of giving it back
 BEHIND_NS = 500_000_000  # a repeat this far behind the clock is not encoded (see Encoder.handle)
+ADAPT_FILL = 0.25  # ADAPTIVE threads: the ring this full (slices falling behind) switches to frame threads
 SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
 SHED_LOW = 0.2  # ... and stop once it has drained to this
 
@@ -171,17 +172,17 @@ class Encoder(Stage):
         self.time_base = Fraction(1, VFR_TIME_BASE) if extra["mode"] == "vfr" else 1 / rate
         self.ns_per_pts = float(self.time_base * NS_PER_S)  # for the behind-the-clock test, once
         stream: Any = self.codecs.add_stream(config.encoder, rate=rate)
-        stream.width, stream.height = self.size
-        stream.pix_fmt = "yuv420p"
         stream.time_base = self.time_base
-        cc = stream.codec_context
-        cc.time_base = self.time_base
-        cc.gop_size = max(1, round(fps * (config.gop_seconds or 1.0)))
-        cc.thread_type = config.thread_type
-        cc.thread_count = config.threads
-        cc.options = codec_options(config)
-        cc.flags |= GLOBAL_HEADER
-        self.stream: Any = stream
+        self.config, self.gop = config, max(1, round(fps * (config.gop_seconds or 1.0)))
+        # ADAPTIVE: slice threads while they keep up (``_to_frame_threads``); only where a new encoder can take
+        # over mid-stream: the same headers, and no B-frames (its first decoding times would go back)
+        self.adaptive = config.thread_type == "ADAPTIVE" and config.encoder == FALLBACK_ENCODER \
+            and config.preset == "ultrafast"  # fmt: skip
+        threads = "SLICE" if self.adaptive else "FRAME" if config.thread_type == "ADAPTIVE" else config.thread_type
+        self._set_up(stream.codec_context, threads)
+        self.stream: Any = stream  # the track every output made from it
+        self.video: Any = stream.codec_context  # what encodes it: this, or the frame-threaded one after a switch
+        self.threading: dict[str, Any] = {"thread_type": threads, "frame_threads_from_frame": None}
         if extra.get("planar"):  # I420 slots (the screen stage converted them): copied into a frame of our own
             self.planes = [self.ring.planes(i, *self.picture) for i in range(self.ring.slots)]
             self.frames = []
@@ -218,6 +219,36 @@ class Encoder(Stage):
         info.update({"encoder": config.encoder, "size": list(self.size),
                      "outputs": [o.describe() for o in self.outputs]})  # fmt: skip
         return info
+
+    def _set_up(self, cc: Any, thread_type: str) -> None:
+        """Give a video codec context the recording's settings, with ``thread_type`` threads."""
+        cc.width, cc.height = self.size
+        cc.pix_fmt = "yuv420p"
+        cc.time_base = self.time_base
+        cc.gop_size = self.gop
+        cc.thread_type = thread_type
+        cc.thread_count = self.config.threads
+        cc.options = codec_options(self.config)
+        cc.flags |= GLOBAL_HEADER
+
+    def _to_frame_threads(self) -> None:
+        """Slice threads fell behind (the ring half full): a frame-threaded encoder takes over from here.
+
+        It is opened first and must make the same headers (the outputs' tracks were made from them); the
+        slice encoder's last frame comes out, then the new one starts with a keyframe at the next frame.
+        """
+        import av
+
+        self.adaptive = False  # once, either way
+        new: Any = av.CodecContext.create(self.config.encoder, "w")
+        self._set_up(new, "FRAME")
+        new.open()
+        if new.extradata != self.video.extradata:
+            self.ctx.warn("the encoder stays on slice threads (frame threads would change its headers)")
+            return
+        self._send(self.video.encode(None), video=True)
+        self.video = new
+        self.threading = {"thread_type": "SLICE, then FRAME", "frame_threads_from_frame": self.counts["encoded"]}
 
     def _camera_stream(self, box: dict[str, Any], config: EncodeConfig) -> Any:
         stream: Any = self.codecs.add_stream(FALLBACK_ENCODER, rate=30)
@@ -298,6 +329,8 @@ class Encoder(Stage):
                 self._encode(message.pts)  # the previous picture again: cheap, and the timeline stays whole
                 return
             self.capture_of_pts[message.pts] = message.capture_ns
+            if self.adaptive and self.ring.fill() >= self.ring.slots * ADAPT_FILL:
+                self._to_frame_threads()
             self.last = self._picture(message.slot)
             if self.overlay is not None:  # the camera's newest picture, into the converted planes
                 self.overlay.paste(self.last, message.capture_ns)
@@ -361,7 +394,7 @@ class Encoder(Stage):
             self.capture_of_pts[out_pts] = self.capture_of_pts.pop(pts)
         self.last.pts = out_pts
         self.last.time_base = self.time_base
-        self._send(self.stream.encode(self.last), video=True)
+        self._send(self.video.encode(self.last), video=True)
 
     def _send(self, packets: list[Any], video: bool) -> None:
         """Every output gets each packet (its own queue); latency is measured at this hand-over."""
@@ -373,8 +406,8 @@ class Encoder(Stage):
             if video:
                 self.counts["packets"] += 1
                 self.counts["bytes"] += packet.size
-            coded = Coded(packet.stream.index, bytes(packet), packet.pts, packet.dts, packet.time_base,
-                          packet.is_keyframe, video)  # fmt: skip
+            track = self.stream.index if video else packet.stream.index  # video: from the codec context itself
+            coded = Coded(track, bytes(packet), packet.pts, packet.dts, packet.time_base, packet.is_keyframe, video)
             for output in self.outputs:
                 output.put(coded)
         if packets:
@@ -393,7 +426,7 @@ class Encoder(Stage):
                 self.counts["repeats_not_written"] -= 1
                 self.counts["repeated"] += 1
                 self._encode(self.unwritten_end)
-            self._send(self.stream.encode(None), video=True)
+            self._send(self.video.encode(None), video=True)
             if self.audio is not None:
                 self._send(self.audio.flush(), video=False)
             if self.camera_track is not None:
@@ -406,6 +439,7 @@ class Encoder(Stage):
             return {}
         return {
             **self.counts,
+            **self.threading,
             "latency_ms_p50": hist_percentile(self.latency_hist, 50),
             "latency_ms_p99": hist_percentile(self.latency_hist, 99),
             "paused_ms": round(self.pauses.paused_ns(now_ns() - self.base_time) / 1e6) if self.base_time else 0,
@@ -426,7 +460,7 @@ class Encoder(Stage):
             self.codecs = None
         self.frames, self.planes = [], []
         self.last = None
-        self.stream = None
+        self.stream = self.video = None
         audio, self.audio = getattr(self, "audio", None), None
         if audio is not None:
             audio.close()
