@@ -1,9 +1,10 @@
 """Stage processes started before their plan exists: the supervisor's head start (supervisor process).
 
-A stage process spends most of its start-up in the interpreter, multiprocessing's spawn bootstrap and its
-libraries (numpy, PyAV, mss: 0.1-0.3 s each), and the supervisor spends as long again importing and
-planning. ``StageHosts`` starts one process per likely stage at once; each imports its stage's module
-(``pipeline.stage.host_stage``) and waits. When the plan is made, the supervisor hands each its
+A spawned stage process spends most of its start-up in the interpreter, multiprocessing's spawn bootstrap
+and its libraries (numpy, PyAV, mss: 0.1-0.3 s each), and the supervisor spends as long again importing and
+planning. ``StageHosts`` starts one process per likely stage at once (forked on Linux: ``START_METHOD``);
+each imports its stage's module and the libraries its ``open()`` needs (``pipeline.stage.host_stage``,
+``Stage.preload``) and waits. When the plan is made, the supervisor hands each its
 ``StageContext`` (pipes included: multiprocessing passes their descriptors) instead of spawning; hosts
 the plan did not need are closed, and exit without having touched a device or a file.
 """
