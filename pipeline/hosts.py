@@ -2,7 +2,7 @@
 
 A spawned stage process spends most of its start-up in the interpreter, multiprocessing's spawn bootstrap
 and its libraries (numpy, PyAV, mss: 0.1-0.3 s each), and the supervisor spends as long again importing and
-planning. ``StageHosts`` starts one process per likely stage at once (``START_METHOD``);
+planning. ``StageHosts`` starts one process per likely stage at once (forked on Linux: ``START_METHOD``);
 each imports its stage's module and the libraries its ``open()`` needs (``pipeline.stage.host_stage``,
 ``Stage.preload``) and waits. When the plan is made, the supervisor hands each its
 ``StageContext`` (pipes included: multiprocessing passes their descriptors) instead of spawning; hosts
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import signal
+import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -23,10 +24,11 @@ from typing import Any
 from pipeline.stage import QUIET_SIGNALS, host_stage
 
 JOIN_S = 1.0  # an unused host exits at once when its pipe closes; this long, then it is killed
-# Forking the hosts (the CLI has no thread, display or library yet) halves the time to the first frame
-# (NOTES.md "Start, sixth session"), but it also made stops fast enough to expose a race of a second Ctrl+C
-# with the interpreter's exit that is not settled yet: spawn until it is.
-START_METHOD = "spawn"
+# Hosts are forked on Linux: they start before the CLI has a thread, a display connection, PortAudio or any
+# library but the standard one and ours (``framepipe.cli`` starts them first), so there is nothing a fork
+# could break, and a fork skips the interpreter, multiprocessing's spawn bootstrap and the re-import of
+# pipeline.stage (about 0.15 CPU-s a process) and the resource tracker. Elsewhere: spawn.
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 @dataclass
