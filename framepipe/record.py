@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import sys
@@ -268,9 +267,7 @@ def stats_of(
         "frames": frame_counts(st),
         "ring": {
             "slots": ring.slots,
-            "bytes": ring_bytes(ring.geometry, ring.slots),  # what it could hold ...
-            "allocated": screen.get("ring_allocated", 0),  # ... and the slots it took
-            "allocated_bytes": ring_bytes(ring.geometry, screen.get("ring_allocated", 0)),
+            "bytes": ring_bytes(ring.geometry, ring.slots),
             "format": "I420" if staging is not None else "BGRA",  # I420: converted by the screen stage
             "staging_bytes": ring_bytes(staging.geometry, staging.slots) if staging is not None else 0,
             "peak_fill": screen.get("ring_peak", 0),
@@ -534,10 +531,6 @@ def run_job(job: RecordJob, hosts: StageHosts) -> int:
         outputs=tuple(o.path or o.url or o.kind for o in job.config.outputs),
         replay=any(o.kind == "replay" for o in job.config.outputs), hosts=hosts,
     )  # fmt: skip
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the supervisor handles them while it runs; after it, what
-        signal.signal(sig, signal.SIG_IGN)  # is left is the stats and the summary of a complete file: a Ctrl+C
-        # pressed once more as the stop finished must not cut them short, nor kill the exit (an ignored signal
-        # is not reset to the default by the interpreter on its way out)
     try:
         outcome = supervisor.run()
     except BaseException:

@@ -30,13 +30,12 @@ from pipeline.clock import NS_PER_S, now_ns
 from pipeline.errors import StageError
 from pipeline.graph import RingSpec, StageSpec
 from pipeline.hosts import StageHosts, start_quietly
-from pipeline.ring import Ring, ring_bytes, upfront_bytes
+from pipeline.ring import Ring, ring_bytes
 from pipeline.shm import check_free, segment_name, sweep_stale
 from pipeline.stage import GROUP_SIGNALS, StageContext, StageState, run_stage, set_process_name
 from pipeline.steering import STEER_SIGNALS, Steering
 
-START_LEAD_NS = 25_000_000  # base time lies this far after the go, so every stage starts on time (a stage
-# wakes from its control pipe within a few ms; a late one counts the ticks it missed)
+START_LEAD_NS = 40_000_000  # base time lies this far after the go, so every stage starts on time
 READY_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 15.0  # after Stop: how long the stages may drain before a fast stop
 KILL_TIMEOUT_S = 5.0  # after a fast stop: how long before stages are killed
@@ -132,8 +131,9 @@ class Supervisor:
         self.outcome.swept = sweep_stale()
         if self.outcome.swept:
             self.on_message(f"framepipe: removed {len(self.outcome.swept)} shared-memory segment(s) left by a crash")
-        check_free(sum(upfront_bytes(r.geometry, r.slots) for r in self.ring_specs))  # the rest as they grow
-        self.outcome.shm_bytes = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
+        needed = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
+        check_free(needed)
+        self.outcome.shm_bytes = needed
         try:
             self.steering = Steering(self, self.status_of, self.period_ns, self.listen, self.replay)
         except OSError as exc:  # ControlError too: a folder not ours, a path too long; record all the same

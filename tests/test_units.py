@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,44 +78,17 @@ def test_ring_segment_is_private_allocated_and_needs_no_numpy_or_tracker() -> No
         "blocks = os.stat(ring.path).st_blocks * 512\n"
         "ring.release(0)\n"
         "lean = 'numpy' not in sys.modules and 'multiprocessing.resource_tracker' not in sys.modules\n"
-        "print(oct(mode), 2 * 64 * 256 <= blocks < 4 * 64 * 256, lean)\n"
+        "print(oct(mode), blocks >= 4 * 64 * 256, lean)\n"
         "ring.close()\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["0o600", "True", "True"]  # user-only; the first 2 slots allocated; lean start
+    assert done.stdout.split() == ["0o600", "True", "True"]  # user-only; pages allocated; lean start
     assert not Path("/dev/shm/fp_test_unit_lean").exists()
     ring = Ring.create("fp_test_unit_lean", Geometry(16, 4, 64), 2)
     with pytest.raises(FileExistsError):  # a name in use is never taken over
         Ring.create("fp_test_unit_lean", Geometry(16, 4, 64), 2)
     ring.close()
     assert not Path("/dev/shm/fp_test_unit_lean").exists()
-
-
-def test_an_elastic_ring_takes_the_lowest_free_slot_and_allocates_as_it_reaches_them() -> None:
-    ring = Ring.create("fp_test_unit_elastic", Geometry(1024, 4, 4096), 6)
-    try:
-        ring.allocate()
-
-        def allocated_slots() -> int:
-            return (os.stat(ring.path).st_blocks * 512 - 64) // ring.geometry.slot_bytes  # pages past the control
-
-        assert (ring.allocated, allocated_slots()) == (2, 2)  # UPFRONT_SLOTS before the start
-        for _ in range(5):  # a reader that keeps up: slot 0 every time, nothing more allocated
-            assert ring.acquire() == 0
-            ring.release()
-        assert (ring.allocated, allocated_slots()) == (2, 2)
-        assert [ring.acquire(), ring.acquire()] == [0, 1]  # slot 1 reached: one more allocated, ahead
-        assert (ring.allocated, allocated_slots()) == (3, 3)
-        ring.release()  # slot 0 (the oldest) back: it is the lowest free one again
-        assert ring.acquire() == 0 and ring.acquire() == 2 and ring.allocated == 4
-        ring.cancel()  # slot 2 unused: taken again next
-        assert ring.acquire() == 2
-        assert [ring.acquire(), ring.acquire(), ring.acquire(), ring.acquire()] == [3, 4, 5, None]  # full at 6
-        assert ring.allocated == 6 == allocated_slots() and ring.fill() == 6
-        ring.release(6)
-        assert ring.acquire() == 0
-    finally:
-        ring.close()
 
 
 def test_output_size_keeps_the_aspect_and_even_sizes() -> None:
@@ -164,21 +135,17 @@ def _fill_slots(name: str, count: int) -> None:
 
 
 def test_ring_across_processes_keeps_order() -> None:
-    """A writer in another process, a reader here that finds each frame by its sequence number (the slot a
-    writer takes is its lowest free one, not ``written % slots``): every frame, in order, its pixels intact."""
-    Path("/dev/shm/fp_test_unit_mp").unlink(missing_ok=True)  # from an interrupted run
     ring = Ring.create("fp_test_unit_mp", Geometry(16, 4, 64), 4)
-    ring.allocate()
     proc = mp.get_context("spawn").Process(target=_fill_slots, args=(ring.name, 40))
     proc.start()
     seen: list[int] = []
-    deadline = time.monotonic() + 60
     try:
-        while len(seen) < 40 and time.monotonic() < deadline:
-            slot = published(ring, len(seen))
-            if slot is not None:
-                assert int(ring.pixels(slot)[0, 0, 0]) == len(seen) % 251
-                seen.append(ring.header(slot).seq)
+        while len(seen) < 40:
+            if ring.released < ring_written(ring):
+                slot = ring.released % ring.slots
+                header = ring.header(slot)
+                assert int(ring.pixels(slot)[0, 0, 0]) == header.seq % 251
+                seen.append(header.seq)
                 ring.release()
         proc.join(10)
     finally:
@@ -186,13 +153,10 @@ def test_ring_across_processes_keeps_order() -> None:
     assert seen == list(range(40))
 
 
-def published(ring: Ring, seq: int) -> int | None:
-    """The slot whose header says frame ``seq`` (the writer writes the header after the pixels), if any yet."""
-    for slot in range(ring.slots):
-        header = ring.header(slot)
-        if header.width and header.seq == seq:
-            return slot
-    return None
+def ring_written(ring: Ring) -> int:
+    """Slots the writer has published: those with a header newer than the read cursor."""
+    slot = ring.released % ring.slots
+    return ring.released + 1 if ring.header(slot).seq == ring.released and ring.header(slot).width else ring.released
 
 
 def place_all(times: list[float], mode: str = "cfr") -> tuple[list[tuple[str, int | None]], Timeline]:

@@ -51,7 +51,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt() parameters
 HEAP_BUFFERS_UP_TO = 32 << 20  # allocations up to this size come from the heap (glibc's upper limit) ...
 HEAP_KEEP = 256 << 20  # ... and the heap keeps up to this much freed memory instead of giving it back
 BEHIND_NS = 500_000_000  # a repeat this far behind the clock is not encoded (see Encoder.handle)
-ADAPT_BEHIND = 3  # ADAPTIVE threads: this many frames waiting in the ring (slices falling behind) switches to frames
+ADAPT_FILL = 0.25  # ADAPTIVE threads: the ring this full (slices falling behind) switches to frame threads
 SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
 SHED_LOW = 0.2  # ... and stop once it has drained to this
 
@@ -148,12 +148,6 @@ class Encoder(Stage):
 
     name = "encode"
 
-    @classmethod
-    def preload(cls) -> None:
-        import av.video.reformatter  # noqa: F401  (PyAV: 0.1 s, before the context rather than after it)
-
-        import stages.outputs.file  # noqa: F401
-
     def open(self) -> dict[str, Any]:
         import av
         from av.video.reformatter import VideoReformatter
@@ -238,7 +232,7 @@ class Encoder(Stage):
         cc.flags |= GLOBAL_HEADER
 
     def _to_frame_threads(self) -> None:
-        """Slice threads fell behind (frames waiting in the ring): a frame-threaded encoder takes over from here.
+        """Slice threads fell behind (the ring half full): a frame-threaded encoder takes over from here.
 
         It is opened first and must make the same headers (the outputs' tracks were made from them); the
         slice encoder's last frame comes out, then the new one starts with a keyframe at the next frame.
@@ -335,7 +329,7 @@ class Encoder(Stage):
                 self._encode(message.pts)  # the previous picture again: cheap, and the timeline stays whole
                 return
             self.capture_of_pts[message.pts] = message.capture_ns
-            if self.adaptive and self.ring.fill() > ADAPT_BEHIND:  # (the fill counts this frame too)
+            if self.adaptive and self.ring.fill() >= self.ring.slots * ADAPT_FILL:
                 self._to_frame_threads()
             self.last = self._picture(message.slot)
             if self.overlay is not None:  # the camera's newest picture, into the converted planes
