@@ -84,7 +84,10 @@ def test_an_i420_ring_holds_every_frame_in_less_memory(record_testscreen, tmp_pa
     config = tmp_path / "i420.toml"
     config.write_text('[screen]\nring_format = "i420"\n')
     rec = record_testscreen("i420.mkv", "--config", str(config), duration=3)
-    assert_every_frame(rec, 180)  # the codes read back: the capture stage's conversion kept the picture
+    r = rec.report  # the codes read back from every frame: the capture stage's conversion kept the picture
+    assert abs(r.frames_written - 180) <= 2 and r.unreadable == 0 and r.distinct >= 170, r.summary()
+    assert r.backwards == 0 and r.pts_increasing and decodes_cleanly(rec.path) == ""
+    assert rec.stats["frames"]["written"] == r.frames_written  # (a late wake of a loaded machine is not this test's)
     ring = rec.stats["ring"]
     assert ring["format"] == "I420" and ring["slots"] == 12
     assert ring["bytes"] < 12 * 1920 * 1080 * 1.5 * 1.01 and 0 < ring["staging_bytes"] < 1920 * 1080 * 4 * 1.01
