@@ -96,11 +96,7 @@ class CameraCapture(Source):
         self.box = tuple(self.ctx.extra["box"])  # (width, height)
         self.ring = Ring.attach(self.ctx.extra["ring"])
         w, h = self.box
-        self.planes = []
-        for i in range(self.ring.slots):
-            raw = self.ring.raw(i)
-            self.planes.append((raw[: w * h].reshape(h, w), raw[w * h : w * h * 5 // 4].reshape(h // 2, w // 2),
-                                raw[w * h * 5 // 4 :].reshape(h // 2, w // 2)))  # fmt: skip
+        self.planes = [self.ring.planes(i, w, h) for i in range(self.ring.slots)]
         self.reformatter = VideoReformatter()
         self.clock = DeviceClock()
         self.counts = {"pictures": 0, "dropped_ring_full": 0, "lost": 0, "reopened": 0, "ring_peak": 0,
