@@ -187,7 +187,8 @@ class SourceTimeline:
         """Counters for --stats-json (per source)."""
         return {
             "samples_captured": self.captured,
-            "samples_written": self.written,
+            "samples_written": self.written,  # the device's own samples on the track
+            "samples_silence": self.silence,  # and the silence put in where it delivered none: the track's length
             "silence_ms": round(self.silence * 1000 / OUT_RATE, 1),
             "dropped_ms": round(self.dropped * 1000 / self.device_rate, 1),
             "drift_ppm": round(self.fit.drift_ppm, 1),
