@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import math
 import os
 from dataclasses import replace
 from fractions import Fraction
@@ -50,6 +51,8 @@ LATENCY_BINS = 20_000  # ... up to 5 s
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt() parameters
 HEAP_BUFFERS_UP_TO = 32 << 20  # allocations up to this size come from the heap (glibc's upper limit) ...
 HEAP_KEEP = 256 << 20  # ... and the heap keeps up to this much freed memory instead of giving it back
+WARM_FRAMES = 2  # blank frames through the throwaway encoder before the start: this many more than x264's
+# frame threads (1.5 a CPU, each holding a frame); more only stay in the heap unused
 BEHIND_NS = 500_000_000  # a repeat this far behind the clock is not encoded (see Encoder.handle)
 ADAPT_FILL = 0.25  # ADAPTIVE threads: the ring this full (slices falling behind) switches to frame threads
 SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
@@ -192,7 +195,8 @@ class Encoder(Stage):
                 av.VideoFrame.from_numpy_buffer(self.ring.pixels(i), format="bgra") for i in range(self.ring.slots)
             ]
         self.reformatter = VideoReformatter()  # one cached scaler, one thread: least CPU per frame
-        reuse_frame_buffers()  # before the first picture
+        if reuse_frame_buffers() and config.encoder == FALLBACK_ENCODER:  # before the first picture
+            self._warm_heap(threads)  # here, not in start(): frames would pile up in the ring meanwhile
         self.convert = conversion_options()
         self.last: Any = None  # the last frame converted to the codec's format: repeats re-encode it
         self.overload = config.overload
@@ -230,6 +234,23 @@ class Encoder(Stage):
         cc.thread_count = self.config.threads
         cc.options = codec_options(self.config)
         cc.flags |= GLOBAL_HEADER
+
+    def _warm_heap(self, thread_type: str) -> None:
+        """Run a throwaway encoder of the same settings through a few blank frames before the start, so the
+        real one's buffers come from heap pages this process has already faulted in (``reuse_frame_buffers``
+        keeps them). Without it, the first frames of a 1080p recording took 40-60 ms of CPU each in this
+        process (x264 allocating its frames: page faults), a quarter of a second behind the screen just as
+        the recording starts, where a 0.2 s ring on a loaded machine filled and dropped frames (NOTES.md)."""
+        import av
+
+        warm: Any = av.CodecContext.create(self.config.encoder, "w")
+        self._set_up(warm, thread_type)
+        warm.open()
+        blank = av.VideoFrame(*self.size, "yuv420p")
+        for pts in range(math.ceil(1.5 * len(os.sched_getaffinity(0))) + WARM_FRAMES):
+            blank.pts = pts
+            warm.encode(blank)
+        warm.encode(None)  # every frame out: its buffers freed into the heap
 
     def _to_frame_threads(self) -> None:
         """Slice threads fell behind (the ring half full): a frame-threaded encoder takes over from here.
