@@ -52,7 +52,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt() parameters
 HEAP_BUFFERS_UP_TO = 32 << 20  # allocations up to this size come from the heap (glibc's upper limit) ...
 HEAP_KEEP = 256 << 20  # ... and the heap keeps up to this much freed memory instead of giving it back
 WARM_FRAMES = 2  # blank frames through the throwaway encoder before the start: this many more than x264's
-# frame threads (1.5 a CPU, each holding a frame); more only stay in the heap unused
+# frame threads (``threads``, or 1.5 a CPU when automatic; each holds a frame); more only stay in the heap unused
 BEHIND_NS = 500_000_000  # a repeat this far behind the clock is not encoded (see Encoder.handle)
 ADAPT_FILL = 0.25  # ADAPTIVE threads: the ring this full (slices falling behind) switches to frame threads
 SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
@@ -238,7 +238,7 @@ class Encoder(Stage):
     def _warm_heap(self, thread_type: str) -> None:
         """Run a throwaway encoder of the same settings through a few blank frames before the start, so the
         real one's buffers come from heap pages this process has already faulted in (``reuse_frame_buffers``
-        keeps them). Without it, the first frames of a 1080p recording took 40-60 ms of CPU each in this
+        keeps them). Without it, the first frames of a 1080p recording took 40-80 ms of CPU each in this
         process (x264 allocating its frames: page faults), a quarter of a second behind the screen just as
         the recording starts, where a 0.2 s ring on a loaded machine filled and dropped frames (NOTES.md)."""
         import av
@@ -247,7 +247,8 @@ class Encoder(Stage):
         self._set_up(warm, thread_type)
         warm.open()
         blank = av.VideoFrame(*self.size, "yuv420p")
-        for pts in range(math.ceil(1.5 * len(os.sched_getaffinity(0))) + WARM_FRAMES):
+        threads = self.config.threads or math.ceil(1.5 * len(os.sched_getaffinity(0)))
+        for pts in range(threads + WARM_FRAMES):
             blank.pts = pts
             warm.encode(blank)
         warm.encode(None)  # every frame out: its buffers freed into the heap
