@@ -273,36 +273,74 @@ def paint_time_ns(n: int, info: Mapping[str, Any], stats: Mapping[str, Any] | No
 
 @dataclass(frozen=True)
 class Attribution:
-    """Who lost the missing states: the recorder, or the screen (painted too late to be seen)."""
+    """Who lost the missing states: the recorder unsaid, the screen (painted too late to be seen), or the
+    recorder said so (its counted drops: the ticks it filled with the held picture had no grab)."""
 
     recorder_lost: int  # states on screen through a capture instant, yet absent from the file
     screen_late: int  # states never on screen at any capture instant (painter late or skipped)
+    counted: int = 0  # states on screen only at ticks the recorder said it repeated (a drop it counted)
+
+
+def recorder_repeats(frames: Sequence[Frame], stats: Mapping[str, Any]) -> frozenset[int]:
+    """Indices of the frames the encoder wrote as repeats of the held picture (its ``repeat_runs``: file
+    ticks), at the recording's frame rate; empty for stats without them (older files, variable rate)."""
+    enc = stats.get("stages", {}).get("encode", {}).get("stats", {})
+    runs, fps = enc.get("repeat_runs") or [], float(stats.get("fps") or 0)
+    if not runs or not fps:
+        return frozenset()
+    ticks = {pts + k for pts, n in runs for k in range(n)}
+    return frozenset(f.index for f in frames if round(f.time * fps) in ticks)
+
+
+def repeats_not_held(frames: Sequence[Frame], repeats: frozenset[int]) -> list[int]:
+    """The recorder's repeats that do not show the state of the frame before them: a count that is not
+    what the file holds (empty when every repeat the stats name is one in the file)."""
+    wrong = []
+    for prev, frame in itertools.pairwise(frames):
+        if frame.index in repeats and None not in (frame.state, prev.state) and frame.state != prev.state:
+            wrong.append(frame.index)
+    return wrong
 
 
 def attribute_missing(frames: Sequence[Frame], info: Mapping[str, Any], base_time_ns: int,
-                      stats: Mapping[str, Any], tolerance_ms: float = 2.0) -> Attribution:
+                      stats: Mapping[str, Any], tolerance_ms: float = 2.0,
+                      repeats: frozenset[int] = frozenset()) -> Attribution:  # fmt: skip
     """Split the missing states by cause, using the recorder's capture instants and measured paint times.
 
     Frame ``i`` stands for the screen at ``base_time_ns + time_i``. A missing state counts against the
     recorder when it was on screen from ``tolerance_ms`` before to ``tolerance_ms`` after some frame's
-    instant (so even a late grab would have seen it); otherwise the screen was late.
+    instant (so even a late grab would have seen it); otherwise the screen was late. The frames in
+    ``repeats`` (``recorder_repeats``) had no grab at their instant, and the one after each run of them was
+    grabbed when the capture woke, up to a tick after its instant: a state seen only there is ``counted``.
     """
     states = sorted({f.state for f in frames if f.state is not None})
     if not states:
         return Attribution(0, 0)
     shown = set(states)
     missing = [n for n in range(states[0], states[-1] + 1) if n not in shown]
-    instants = np.array(sorted(base_time_ns + f.time * 1e9 for f in frames), dtype=np.float64)
+    stalled = repeats | {b.index for a, b in itertools.pairwise(frames) if a.index in repeats}
+    grabs = _instants([f for f in frames if f.index not in stalled], base_time_ns)
+    held = _instants([f for f in frames if f.index in stalled], base_time_ns)
     tol = tolerance_ms * 1e6
-    recorder = 0
+    recorder = counted = 0
     for n in missing:
         start, end = paint_time_ns(n, info, stats), paint_time_ns(n + 1, info, stats)
         if any(d is None for d in _delays(stats, n)):
             continue  # the painter skipped it: never on screen
-        i = int(np.searchsorted(instants, start + tol))
-        if i < instants.size and instants[i] + tol <= end:
+        if _any_within(grabs, start + tol, end - tol):
             recorder += 1
-    return Attribution(recorder, len(missing) - recorder)
+        elif _any_within(held, start + tol, end - tol):
+            counted += 1
+    return Attribution(recorder, len(missing) - recorder - counted, counted)
+
+
+def _instants(frames: Sequence[Frame], base_time_ns: int) -> np.ndarray:
+    return np.array(sorted(base_time_ns + f.time * 1e9 for f in frames), dtype=np.float64)
+
+
+def _any_within(instants: np.ndarray, low: float, high: float) -> bool:
+    i = int(np.searchsorted(instants, low))
+    return i < instants.size and instants[i] <= high
 
 
 def _delays(stats: Mapping[str, Any], n: int) -> list[Any]:
