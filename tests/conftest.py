@@ -79,7 +79,7 @@ class Recording:
     stats: dict[str, Any]
     info: dict[str, Any]
     report: judge.Report
-    attribution: judge.Attribution  # missing states: the recorder's fault, or the painter's lateness
+    attribution: judge.Attribution  # missing states: the recorder's fault, its counted drops, the painter's lateness
 
 
 @pytest.fixture
@@ -106,7 +106,9 @@ def record_testscreen(virtual_screen: VirtualScreen, tmp_path: Path) -> Any:
         frames = judge.read_codes(out, info["code_rect"], origin)
         stats = json.loads(stats_path.read_text())
         painter_stats = json.loads(Path(f"{info_path}.stats").read_text())
-        attribution = judge.attribute_missing(frames, info, stats["base_time_ns"], painter_stats)
+        repeats = judge.recorder_repeats(frames, stats)
+        assert not judge.repeats_not_held(frames, repeats), judge.repeats_not_held(frames, repeats)
+        attribution = judge.attribute_missing(frames, info, stats["base_time_ns"], painter_stats, repeats=repeats)
         return Recording(out, result, stats, info, judge.judge(frames, 1 / fps), attribution)
 
     return run
@@ -121,19 +123,45 @@ def decodes_cleanly(path: Path) -> str:
 
 
 def assert_recorder_lost_nothing(frames: list[judge.Frame], screen_info: Path, stats: dict[str, Any],
-                                 shift_s: float = 0.0, unseen: int = 0) -> judge.Report:  # fmt: skip
+                                 shift_s: float = 0.0, unseen: int = 0,
+                                 main_file: bool = False) -> judge.Report:  # fmt: skip
     """What is missing from ``frames`` was painted too late to be seen (the test screen's own lateness on a
-    loaded machine) or is a swap, never the recorder's loss. ``shift_s`` moves file times back onto the
-    recording's running time (the pauses before a part); ``unseen``: states the test knows were not on the
-    screen as a code (a resized window cleared to its background until its program paints again)."""
+    loaded machine) or is a swap, never the recorder's loss unsaid. ``shift_s`` moves file times back onto
+    the recording's running time (the pauses before a part); ``unseen``: states the test knows were not on
+    the screen as a code (a resized window cleared to its background until its program paints again).
+    ``main_file``: the frames are the recording's own file, whose ticks the encoder's repeat runs name: a
+    state seen only at a tick the recorder said it repeated (a wake late, a full ring: counted) is its
+    counted drop, and each of those frames must show the held picture indeed."""
     info = load_info(screen_info)
     painter = json.loads(Path(f"{screen_info}.stats").read_text())
     report = judge.judge(frames, 1 / float(info["fps"]))
+    repeats = judge.recorder_repeats(frames, stats) if main_file else frozenset()
+    assert not judge.repeats_not_held(frames, repeats), (judge.repeats_not_held(frames, repeats), report.summary())
     moved = [dataclasses.replace(f, time=f.time + shift_s) for f in frames]
-    blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter)
-    assert blame.recorder_lost <= report.swaps + unseen and report.lost <= blame.screen_late + unseen, (
-        blame, report.summary())
+    blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter, repeats=repeats)
+    drops = stats.get("frames", {}).get("dropped_by_reason")
+    assert blame.recorder_lost <= report.swaps + unseen, (blame, report.summary(), drops)
+    assert report.lost <= blame.screen_late + blame.counted + unseen, (blame, report.summary(), drops)
     return report
+
+
+@contextlib.contextmanager
+def painting(display: str, info_path: Path, fps: float = 60) -> Iterator[subprocess.Popen[bytes]]:
+    """The numbered test screen painting for the block's length (its stats file is written as it ends)."""
+    painter = start_testscreen(display, fps, info_path=info_path)
+    try:
+        yield painter
+    finally:
+        painter.terminate()
+        painter.wait(10)
+
+
+def assert_recorder_kept_up(stats: dict[str, Any]) -> None:
+    """Nothing dropped for a full ring or shed by the encoder: the recorder kept up. A wake a whole tick late
+    on a loaded machine is the machine's: counted (capture_late), its ticks repeat the held picture in the
+    file, and the file is judged there (``assert_recorder_lost_nothing``, ``main_file``)."""
+    reasons, screen = stats["frames"]["dropped_by_reason"], stats["stages"]["screen"]["stats"]
+    assert reasons["ring_full"] == 0 and reasons["encoder_shed"] == 0, (stats["frames"], screen)
 
 
 @pytest.fixture

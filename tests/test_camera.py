@@ -16,7 +16,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from conftest import assert_recorder_lost_nothing, framepipe_cmd, framepipe_segments, run_framepipe
+from conftest import assert_recorder_lost_nothing, framepipe_cmd, framepipe_segments, painting, run_framepipe
 from test_bad_input import assert_one_line_error
 from test_crash import wait_recording
 
@@ -202,7 +202,7 @@ def judged(tmp_path: Path, info_path: Path, seconds: float) -> tuple[dict, judge
     stats = json.loads((tmp_path / "stats.json").read_text())
     info = load_info(info_path)
     frames = judge.read_codes(tmp_path / "rec.mkv", info["code_rect"])
-    report = assert_recorder_lost_nothing(frames, info_path, stats)
+    report = assert_recorder_lost_nothing(frames, info_path, stats, main_file=True)
     assert report.unreadable == 0, report.summary()  # the camera never covers the code
     whole = report.frames_written + stats["frames"]["repeats_not_written"] == round(seconds * FPS)
     assert whole, (report.summary(), stats["frames"], stats["fast_stop"], stats["warnings"])
@@ -270,9 +270,8 @@ def alive(pid: int) -> bool:
 def test_a_camera_that_goes_away_and_comes_back(virtual_screen: VirtualScreen, camera: Camera,
                                                 tmp_path: Path) -> None:  # fmt: skip
     info_path = tmp_path / "screen.json"
-    painter = start_testscreen(virtual_screen.display, FPS, info_path=info_path)
     seconds = 18
-    try:
+    with painting(virtual_screen.display, info_path, FPS):
         proc = record(virtual_screen.display, tmp_path, camera.url, seconds)
         wait_recording(tmp_path / "rec.mkv")
         time.sleep(2)
@@ -280,9 +279,6 @@ def test_a_camera_that_goes_away_and_comes_back(virtual_screen: VirtualScreen, c
         time.sleep(6)  # stalled (3 s), said, then the corner empties
         camera.start()
         _, err = proc.communicate(timeout=90)
-    finally:
-        painter.terminate()
-        painter.wait(10)
     assert proc.returncode == 0, err
     judged(tmp_path, info_path, seconds)  # the screen went on: every frame kept, every code readable
     name = f"camera {camera.url}"

@@ -61,7 +61,7 @@ def assert_nothing_lost(frames: list[judge.Frame], stats: dict[str, Any], screen
     for k, part in enumerate(avsync.pieces(frames)):
         if k:
             shift += spans[k - 1][1] - spans[k - 1][0]
-        assert_recorder_lost_nothing(part, screen_info, stats, shift)
+        assert_recorder_lost_nothing(part, screen_info, stats, shift, main_file=True)
 
 
 def jumps(frames: list[judge.Frame]) -> list[tuple[judge.Frame, judge.Frame]]:
