@@ -106,9 +106,9 @@ def record_testscreen(virtual_screen: VirtualScreen, tmp_path: Path) -> Any:
         frames = judge.read_codes(out, info["code_rect"], origin)
         stats = json.loads(stats_path.read_text())
         painter_stats = json.loads(Path(f"{info_path}.stats").read_text())
-        repeats = judge.recorder_repeats(frames, stats)
-        assert not judge.repeats_not_held(frames, repeats), judge.repeats_not_held(frames, repeats)
-        attribution = judge.attribute_missing(frames, info, stats["base_time_ns"], painter_stats, repeats=repeats)
+        grabs = judge.recorder_grabs(frames, stats)
+        assert not judge.repeats_not_held(frames, grabs), judge.repeats_not_held(frames, grabs)
+        attribution = judge.attribute_missing(frames, info, stats["base_time_ns"], painter_stats, grabs=grabs)
         return Recording(out, result, stats, info, judge.judge(frames, 1 / fps), attribution)
 
     return run
@@ -129,16 +129,16 @@ def assert_recorder_lost_nothing(frames: list[judge.Frame], screen_info: Path, s
     loaded machine) or is a swap, never the recorder's loss unsaid. ``shift_s`` moves file times back onto
     the recording's running time (the pauses before a part); ``unseen``: states the test knows were not on
     the screen as a code (a resized window cleared to its background until its program paints again).
-    ``main_file``: the frames are the recording's own file, whose ticks the encoder's repeat runs name: a
-    state seen only at a tick the recorder said it repeated (a wake late, a full ring: counted) is its
-    counted drop, and each of those frames must show the held picture indeed."""
+    ``main_file``: the frames are the recording's own file, whose ticks the encoder's stats name (its repeats,
+    its late grabs): a state seen only at a tick the recorder said it repeated (a wake late, a full ring) or
+    grabbed late is its counted loss, and each repeat it names must show the held picture indeed."""
     info = load_info(screen_info)
     painter = json.loads(Path(f"{screen_info}.stats").read_text())
     report = judge.judge(frames, 1 / float(info["fps"]))
-    repeats = judge.recorder_repeats(frames, stats) if main_file else frozenset()
-    assert not judge.repeats_not_held(frames, repeats), (judge.repeats_not_held(frames, repeats), report.summary())
+    grabs = judge.recorder_grabs(frames, stats) if main_file else judge.Grabs()
+    assert not judge.repeats_not_held(frames, grabs), (judge.repeats_not_held(frames, grabs), report.summary())
     moved = [dataclasses.replace(f, time=f.time + shift_s) for f in frames]
-    blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter, repeats=repeats)
+    blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter, grabs=grabs)
     drops = stats.get("frames", {}).get("dropped_by_reason")
     assert blame.recorder_lost <= report.swaps + unseen, (blame, report.summary(), drops)
     assert report.lost <= blame.screen_late + blame.counted + unseen, (blame, report.summary(), drops)

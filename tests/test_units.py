@@ -312,20 +312,22 @@ def test_x264_holds_no_frames_for_a_lookahead_thread() -> None:
     assert "x264-params" not in codec_options(cfg.EncodeConfig(encoder="h264_nvenc"))
 
 
-def test_a_state_seen_only_at_a_repeated_tick_is_a_counted_drop() -> None:
+def test_a_state_seen_only_at_a_repeated_or_late_tick_is_a_counted_loss() -> None:
     from framepipe.proof import judge
 
     fps, info = 10.0, {"base_ns": 0, "fps": 10.0}  # state n on screen from n/10 s to (n+1)/10 s
-    # ticks 2-3: the capture stalled (said: the held picture twice), tick 4 grabbed late when it woke (state 5);
-    # tick 8 shows the held picture unsaid
+    # ticks 2-3: the capture stalled (said: the held picture twice), tick 4 grabbed 60 ms late when it woke
+    # (state 5, said); tick 8 shows the held picture unsaid
     shown = [0, 1, 1, 1, 5, 5, 6, 7, 7, 9]
     frames = [judge.Frame(i, i / fps, s, s) for i, s in enumerate(shown)]
     mid = 50_000_000  # the recording began 50 ms after the screen: each tick is mid-state
-    stats = {"fps": fps, "stages": {"encode": {"stats": {"repeat_runs": [[2, 2]]}}}}
-    repeats = judge.recorder_repeats(frames, stats)
-    assert repeats == {2, 3} and judge.repeats_not_held(frames, repeats) == []
-    blame = judge.attribute_missing(frames, info, mid, {}, repeats=repeats)
+    stats = {"fps": fps, "stages": {"encode": {"stats": {"repeat_runs": [[2, 2]], "late_grabs": [[4, 60_000]]}}}}
+    grabs = judge.recorder_grabs(frames, stats)
+    assert grabs == judge.Grabs(frozenset({2, 3}), {4: 60_000_000}) and judge.repeats_not_held(frames, grabs) == []
+    blame = judge.attribute_missing(frames, info, mid, {}, grabs=grabs)
     assert (blame.recorder_lost, blame.counted, blame.screen_late) == (1, 3, 0)  # states 2, 3, 4 said; 8 not
-    assert judge.attribute_missing(frames, info, mid, {}).recorder_lost == 4  # without the runs: all four
+    only_runs = judge.Grabs(grabs.repeats)
+    assert judge.attribute_missing(frames, info, mid, {}, grabs=only_runs).recorder_lost == 2  # 4 and 8
+    assert judge.attribute_missing(frames, info, mid, {}).recorder_lost == 4  # without the stats: all four
     lying = {"fps": fps, "stages": {"encode": {"stats": {"repeat_runs": [[6, 1]]}}}}  # tick 6 was a new grab
-    assert judge.repeats_not_held(frames, judge.recorder_repeats(frames, lying)) == [6]
+    assert judge.repeats_not_held(frames, judge.recorder_grabs(frames, lying)) == [6]

@@ -274,68 +274,81 @@ def paint_time_ns(n: int, info: Mapping[str, Any], stats: Mapping[str, Any] | No
 @dataclass(frozen=True)
 class Attribution:
     """Who lost the missing states: the recorder unsaid, the screen (painted too late to be seen), or the
-    recorder said so (its counted drops: the ticks it filled with the held picture had no grab)."""
+    recorder said so (a tick it repeated for want of a grab, a grab it stamped as late)."""
 
     recorder_lost: int  # states on screen through a capture instant, yet absent from the file
     screen_late: int  # states never on screen at any capture instant (painter late or skipped)
-    counted: int = 0  # states on screen only at ticks the recorder said it repeated (a drop it counted)
+    counted: int = 0  # states on screen only at ticks the recorder said it repeated or grabbed late
 
 
-def recorder_repeats(frames: Sequence[Frame], stats: Mapping[str, Any]) -> frozenset[int]:
-    """Indices of the frames the encoder wrote as repeats of the held picture (its ``repeat_runs``: file
-    ticks), at the recording's frame rate; empty for stats without them (older files, variable rate)."""
+@dataclass(frozen=True)
+class Grabs:
+    """What the recorder's stats say of the file's frames (by index): which repeat the held picture (no grab
+    of their own), and how long after its tick each of the others was grabbed, where that was over 1 ms."""
+
+    repeats: frozenset[int] = frozenset()
+    late_ns: Mapping[int, int] = dataclasses.field(default_factory=dict)
+
+
+def recorder_grabs(frames: Sequence[Frame], stats: Mapping[str, Any]) -> Grabs:
+    """The encoder's ``repeat_runs`` and ``late_grabs`` (file ticks at the recording's frame rate) as frame
+    indices of ``frames``; nothing for stats without them (older files, variable frame rate)."""
     enc = stats.get("stages", {}).get("encode", {}).get("stats", {})
-    runs, fps = enc.get("repeat_runs") or [], float(stats.get("fps") or 0)
-    if not runs or not fps:
-        return frozenset()
-    ticks = {pts + k for pts, n in runs for k in range(n)}
-    return frozenset(f.index for f in frames if round(f.time * fps) in ticks)
+    fps = float(stats.get("fps") or 0)
+    if not fps:
+        return Grabs()
+    ticks = {pts + k for pts, n in enc.get("repeat_runs") or [] for k in range(n)}
+    late = {pts: us * 1000 for pts, us in enc.get("late_grabs") or []}
+    at = {round(f.time * fps): f.index for f in frames}
+    return Grabs(frozenset(at[t] for t in ticks if t in at), {at[t]: ns for t, ns in late.items() if t in at})
 
 
-def repeats_not_held(frames: Sequence[Frame], repeats: frozenset[int]) -> list[int]:
+def repeats_not_held(frames: Sequence[Frame], grabs: Grabs) -> list[int]:
     """The recorder's repeats that do not show the state of the frame before them: a count that is not
     what the file holds (empty when every repeat the stats name is one in the file)."""
     wrong = []
     for prev, frame in itertools.pairwise(frames):
-        if frame.index in repeats and None not in (frame.state, prev.state) and frame.state != prev.state:
+        if frame.index in grabs.repeats and None not in (frame.state, prev.state) and frame.state != prev.state:
             wrong.append(frame.index)
     return wrong
 
 
 def attribute_missing(frames: Sequence[Frame], info: Mapping[str, Any], base_time_ns: int,
                       stats: Mapping[str, Any], tolerance_ms: float = 2.0,
-                      repeats: frozenset[int] = frozenset()) -> Attribution:  # fmt: skip
+                      grabs: Grabs | None = None) -> Attribution:  # fmt: skip
     """Split the missing states by cause, using the recorder's capture instants and measured paint times.
 
     Frame ``i`` stands for the screen at ``base_time_ns + time_i``. A missing state counts against the
     recorder when it was on screen from ``tolerance_ms`` before to ``tolerance_ms`` after some frame's
-    instant (so even a late grab would have seen it); otherwise the screen was late. The frames in
-    ``repeats`` (``recorder_repeats``) had no grab at their instant, and the one after each run of them was
-    grabbed when the capture woke, up to a tick after its instant: a state seen only there is ``counted``.
+    instant (so even a late grab would have seen it); otherwise the screen was late. With the recorder's
+    ``grabs`` (``recorder_grabs``), a frame's instant is when it was grabbed, and a state on screen only at
+    the tick of a repeat or of a grab made after it is ``counted`` (the recorder said it was late there).
     """
     states = sorted({f.state for f in frames if f.state is not None})
     if not states:
         return Attribution(0, 0)
+    grabs = grabs or Grabs()
     shown = set(states)
     missing = [n for n in range(states[0], states[-1] + 1) if n not in shown]
-    stalled = repeats | {b.index for a, b in itertools.pairwise(frames) if a.index in repeats}
-    grabs = _instants([f for f in frames if f.index not in stalled], base_time_ns)
-    held = _instants([f for f in frames if f.index in stalled], base_time_ns)
+    base = np.float64(base_time_ns)
+    grabbed = _instants([base + f.time * 1e9 + grabs.late_ns.get(f.index, 0) for f in frames
+                         if f.index not in grabs.repeats])  # fmt: skip
+    said = _instants([base + f.time * 1e9 for f in frames if f.index in grabs.repeats or f.index in grabs.late_ns])
     tol = tolerance_ms * 1e6
     recorder = counted = 0
     for n in missing:
         start, end = paint_time_ns(n, info, stats), paint_time_ns(n + 1, info, stats)
         if any(d is None for d in _delays(stats, n)):
             continue  # the painter skipped it: never on screen
-        if _any_within(grabs, start + tol, end - tol):
+        if _any_within(grabbed, start + tol, end - tol):
             recorder += 1
-        elif _any_within(held, start + tol, end - tol):
+        elif _any_within(said, start + tol, end - tol):
             counted += 1
     return Attribution(recorder, len(missing) - recorder - counted, counted)
 
 
-def _instants(frames: Sequence[Frame], base_time_ns: int) -> np.ndarray:
-    return np.array(sorted(base_time_ns + f.time * 1e9 for f in frames), dtype=np.float64)
+def _instants(times: Sequence[Any]) -> np.ndarray:
+    return np.sort(np.array(times, dtype=np.float64))
 
 
 def _any_within(instants: np.ndarray, low: float, high: float) -> bool:
