@@ -295,9 +295,11 @@ def pipeline_config(
 ) -> cfg.PipelineConfig:
     """Defaults < this machine's tuned profile < --config file < flags (record and demo); says in one line
     which profile is used, or why the one found is not (after the config loaded: a bad flag stays one line)."""
-    from framepipe.tune.profile import for_record
+    tuned, warning = None, None
+    if not args.no_profile:
+        from framepipe.tune.profile import for_record
 
-    tuned, warning = (None, None) if args.no_profile else for_record(display_size)
+        tuned, warning = for_record(display_size)
     config = cfg.load(args.config, overrides(args) if flags else None, tuned.settings if tuned is not None else None)
     line = warning or (tuned.notice(config) if tuned is not None else None)
     if line:

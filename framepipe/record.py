@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import sys
@@ -531,6 +532,10 @@ def run_job(job: RecordJob, hosts: StageHosts) -> int:
         outputs=tuple(o.path or o.url or o.kind for o in job.config.outputs),
         replay=any(o.kind == "replay" for o in job.config.outputs), hosts=hosts,
     )  # fmt: skip
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the supervisor handles them while it runs; after it, what
+        signal.signal(sig, signal.SIG_IGN)  # is left is the stats and the summary of a complete file: a Ctrl+C
+        # pressed once more as the stop finished must not cut them short, nor kill the exit (an ignored signal
+        # is not reset to the default by the interpreter on its way out)
     try:
         outcome = supervisor.run()
     except BaseException:

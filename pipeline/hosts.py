@@ -1,9 +1,10 @@
 """Stage processes started before their plan exists: the supervisor's head start (supervisor process).
 
-A stage process spends most of its start-up in the interpreter, multiprocessing's spawn bootstrap and its
-libraries (numpy, PyAV, mss: 0.1-0.3 s each), and the supervisor spends as long again importing and
-planning. ``StageHosts`` starts one process per likely stage at once; each imports its stage's module
-(``pipeline.stage.host_stage``) and waits. When the plan is made, the supervisor hands each its
+A spawned stage process spends most of its start-up in the interpreter, multiprocessing's spawn bootstrap
+and its libraries (numpy, PyAV, mss: 0.1-0.3 s each), and the supervisor spends as long again importing and
+planning. ``StageHosts`` starts one process per likely stage at once (forked on Linux: ``START_METHOD``);
+each imports its stage's module and the libraries its ``open()`` needs (``pipeline.stage.host_stage``,
+``Stage.preload``) and waits. When the plan is made, the supervisor hands each its
 ``StageContext`` (pipes included: multiprocessing passes their descriptors) instead of spawning; hosts
 the plan did not need are closed, and exit without having touched a device or a file.
 """
@@ -13,14 +14,21 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import signal
+import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from types import TracebackType
+from typing import Any
 
 from pipeline.stage import QUIET_SIGNALS, host_stage
 
 JOIN_S = 1.0  # an unused host exits at once when its pipe closes; this long, then it is killed
+# Hosts are forked on Linux: they start before the CLI has a thread, a display connection, PortAudio or any
+# library but the standard one and ours (``framepipe.cli`` starts them first), so there is nothing a fork
+# could break, and a fork skips the interpreter, multiprocessing's spawn bootstrap and the re-import of
+# pipeline.stage (about 0.15 CPU-s a process) and the resource tracker. Elsewhere: spawn.
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 @dataclass
@@ -46,7 +54,7 @@ class StageHosts:
     whatever was not taken."""
 
     def __init__(self, targets: list[str]) -> None:
-        ctx = mp.get_context("spawn")
+        ctx: Any = mp.get_context(START_METHOD)
         self.hosts: dict[str, list[Host]] = {}
         for target in targets:
             ours, theirs = ctx.Pipe()

@@ -119,6 +119,11 @@ class Stage:
 
     # --- lifecycle ------------------------------------------------------------------------
 
+    @classmethod
+    def preload(cls) -> None:
+        """Import the libraries ``open()`` needs, touching no device or file (a process started before the
+        plan calls it while the plan is made: ``host_stage``); a failure here is left to ``open()``."""
+
     def open(self) -> dict[str, Any]:
         """Open devices, rings and files; return info for the supervisor."""
         return {}
@@ -286,13 +291,14 @@ def stage_class(target: str) -> type[Stage]:
 
 def host_stage(target: str, control: Connection) -> None:
     """Entry point of a stage process started before its plan (``pipeline.hosts``): import the stage's
-    module now, then run it with the context that comes down ``control`` (none: it was not needed)."""
+    module and its libraries now (``Stage.preload``), then run it with the context that comes down
+    ``control`` (none: it was not needed)."""
     for sig in QUIET_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, QUIET_SIGNALS)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     with contextlib.suppress(Exception):  # a failing import is reported by run_stage, in words
-        stage_class(target)
+        stage_class(target).preload()
     try:
         ctx = control.recv()
     except (EOFError, OSError):

@@ -35,7 +35,8 @@ from pipeline.shm import check_free, segment_name, sweep_stale
 from pipeline.stage import GROUP_SIGNALS, StageContext, StageState, run_stage, set_process_name
 from pipeline.steering import STEER_SIGNALS, Steering
 
-START_LEAD_NS = 40_000_000  # base time lies this far after the go, so every stage starts on time
+START_LEAD_NS = 25_000_000  # base time lies this far after the go, so every stage starts on time (a stage
+# wakes from its control pipe within a few ms; a late one counts the ticks it missed)
 READY_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 15.0  # after Stop: how long the stages may drain before a fast stop
 KILL_TIMEOUT_S = 5.0  # after a fast stop: how long before stages are killed

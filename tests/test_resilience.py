@@ -88,7 +88,7 @@ def test_second_interrupt_stops_fast_and_keeps_a_playable_file(virtual_screen: V
     wait_recording(out)
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGINT)
-    time.sleep(0.05)  # the clean stop is still draining: the second one cuts it short
+    time.sleep(0.005)  # the clean stop is still draining (it takes a frame's tick at least): the second cuts it short
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

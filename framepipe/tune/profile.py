@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import socket
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,6 +134,8 @@ class Profile:
 
 def read(path: Path) -> Profile:
     """Read and check a profile; ProfileError says what is wrong with it."""
+    import tomllib  # here: a start without a profile does not pay for it
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

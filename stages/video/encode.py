@@ -154,6 +154,12 @@ class Encoder(Stage):
 
     name = "encode"
 
+    @classmethod
+    def preload(cls) -> None:
+        import av.video.reformatter  # noqa: F401  (PyAV: 0.1 s, before the context rather than after it)
+
+        import stages.outputs.file  # noqa: F401
+
     def open(self) -> dict[str, Any]:
         import av
         from av.video.reformatter import VideoReformatter

@@ -153,6 +153,10 @@ class ScreenCapture(Source):
 
     name = "screen"
 
+    @classmethod
+    def preload(cls) -> None:
+        import stages.video.window  # noqa: F401  (the root grabber that follows resizes, with its libraries)
+
     def open(self) -> dict[str, Any]:
         self.config: ScreenConfig = self.ctx.config
         self.ring = Ring.attach(self.ctx.extra["ring"])

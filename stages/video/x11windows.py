@@ -9,13 +9,13 @@ substring, or ``pick``) into one of them, or one line saying why not; ``pick_win
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from ctypes import POINTER, Structure, byref, c_char_p, c_int, c_long, c_uint, c_ulong, c_void_p
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import Cancelled, SetupError
+from stages.video.xshm import load_library
 
 
 @dataclass(frozen=True)
@@ -162,11 +162,9 @@ class Display:
 
 
 def _xlib() -> ctypes.CDLL:
-    name = ctypes.util.find_library("X11") or "libX11.so.6"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError as exc:
-        raise SetupError(f"cannot load libX11 ({exc}): install libx11-6") from None
+    lib = load_library("X11")
+    if lib is None:
+        raise SetupError("cannot load libX11: install libx11-6")
     vp, ul, i = c_void_p, c_ulong, c_int
     sig: dict[str, tuple[list[Any], Any]] = {
         "XOpenDisplay": ([c_char_p], vp), "XCloseDisplay": ([vp], i), "XSetErrorHandler": ([_HANDLER], vp),

@@ -8,12 +8,11 @@ Minimal ctypes bindings of libxcb-composite, libxcb-render and libxcb-render-uti
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import struct
 from ctypes import POINTER, Structure, c_char_p, c_int16, c_int32, c_uint8, c_uint16, c_uint32, c_void_p
 from dataclasses import dataclass
 
-from stages.video.xshm import XshmGrabber, XshmUnavailable, _Cookie
+from stages.video.xshm import XshmGrabber, XshmUnavailable, _Cookie, load_library
 
 CW_EVENT_MASK = 1 << 11
 STRUCTURE_NOTIFY = 1 << 17
@@ -74,12 +73,12 @@ class Xext:
     """Composite, RENDER, geometry and events on an XshmGrabber's connection."""
 
     def __init__(self, xshm: XshmGrabber) -> None:
-        names = [ctypes.util.find_library(n) for n in ("xcb-composite", "xcb-render", "xcb-render-util")]
-        if not all(names):
+        comp, render, util = (load_library(n) for n in ("xcb-composite", "xcb-render", "xcb-render-util"))
+        if comp is None or render is None or util is None:
             raise XshmUnavailable("libxcb-composite, libxcb-render or libxcb-render-util is not installed")
         self.xshm, self.conn = xshm, xshm._conn
         self.xcb, self.libc = xshm._xcb, xshm._libc
-        self.comp, self.render, self.util = (ctypes.CDLL(n) for n in names)  # type: ignore[arg-type]
+        self.comp, self.render, self.util = comp, render, util
         self._type()
         self.composite = self._query(self.comp, "xcb_composite", (0, 4), (0, 2))  # 0.2: NameWindowPixmap
         self.has_render = self._query(self.render, "xcb_render", (0, 11), (0, 6))  # 0.6: transforms, filters

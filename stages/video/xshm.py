@@ -80,11 +80,25 @@ class _ShmImageReply(Structure):
     ]
 
 
+SONAMES = {"c": "libc.so.6", "xcb": "libxcb.so.1", "xcb-shm": "libxcb-shm.so.0",
+           "xcb-composite": "libxcb-composite.so.0", "xcb-render": "libxcb-render.so.0",
+           "xcb-render-util": "libxcb-render-util.so.0", "X11": "libX11.so.6"}
+
+
+def load_library(name: str) -> ctypes.CDLL | None:
+    """A system library by its usual soname, else as ctypes finds it (which runs ldconfig: 2 ms a name, on
+    the start's path); None if it is not installed."""
+    try:
+        return ctypes.CDLL(SONAMES[name])
+    except (KeyError, OSError):
+        found = ctypes.util.find_library(name)
+        return ctypes.CDLL(found) if found else None
+
+
 def _load() -> tuple[ctypes.CDLL, ctypes.CDLL, ctypes.CDLL]:
-    names = [ctypes.util.find_library(n) for n in ("xcb", "xcb-shm", "c")]
-    if not all(names):
+    xcb, shm, libc = (load_library(n) for n in ("xcb", "xcb-shm", "c"))
+    if xcb is None or shm is None or libc is None:
         raise XshmUnavailable("libxcb or libxcb-shm is not installed")
-    xcb, shm, libc = (ctypes.CDLL(n) for n in names)  # type: ignore[arg-type]
     xcb.xcb_connect.argtypes = [c_char_p, POINTER(c_int)]
     xcb.xcb_connect.restype = c_void_p
     xcb.xcb_connection_has_error.argtypes = [c_void_p]
