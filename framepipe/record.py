@@ -268,7 +268,9 @@ def stats_of(
         "frames": frame_counts(st),
         "ring": {
             "slots": ring.slots,
-            "bytes": ring_bytes(ring.geometry, ring.slots),
+            "bytes": ring_bytes(ring.geometry, ring.slots),  # what it could hold ...
+            "allocated": screen.get("ring_allocated", 0),  # ... and the slots it took
+            "allocated_bytes": ring_bytes(ring.geometry, screen.get("ring_allocated", 0)),
             "format": "I420" if staging is not None else "BGRA",  # I420: converted by the screen stage
             "staging_bytes": ring_bytes(staging.geometry, staging.slots) if staging is not None else 0,
             "peak_fill": screen.get("ring_peak", 0),

@@ -61,8 +61,9 @@ class ScreenConfig(StageConfig):
     backend: str = _opt("auto", choices=BACKENDS)  # grab backend: xshm writes into the ring, mss copies once;
     # screencopy (wlroots) too; auto: screencopy, else the portal, when WAYLAND_DISPLAY is set, else xshm
     cursor: bool = _opt(False)  # draw the pointer into the frames (Wayland backends; X11 grabs never do)
-    ring_seconds: float = _opt(0.2, lo=0.05, hi=10)  # video ring size, in seconds of frames (at least 8 slots);
-    # its peak fill stays at 1-4 slots at 1080p60: a larger ring only costs memory (a run near full warns)
+    ring_seconds: float = _opt(1.0, lo=0.05, hi=10)  # what the video ring can hold, in seconds of frames (at
+    # least 8 slots): an encoder stalled this long loses nothing; it takes memory only for the slots it used
+    # (4 at the start, more as a run needs them: 2-5 at 1080p60), and a run that came near full warns
     ring_format: str = _opt("bgra", choices=("bgra", "i420"))  # what the ring's slots hold: the grab as it
     # is (the encoder converts), or I420 converted by the capture stage: 0.375 of the memory, ~15% more CPU
     window: str = _opt("")  # record one window: an id (0x...), a title or class substring, or "pick"; empty: the screen
@@ -88,8 +89,8 @@ class EncodeConfig(StageConfig):
     threads: int = _opt(0, lo=0, hi=64)  # encoder threads; 0: automatic
     thread_type: str = _opt("FRAME", choices=("FRAME", "SLICE", "ADAPTIVE", "AUTO"))  # how the encoder splits
     # work: slices hold one frame (p99 42-48 ms at 1080p60 against 74 for frames) but fall behind on the
-    # heaviest content on 2 cores; ADAPTIVE: slices, and frame threads from the moment the ring is a quarter
-    # full (libx264 ultrafast: no B-frames; otherwise FRAME), which may lose a few frames as it switches
+    # heaviest content on 2 cores; ADAPTIVE: slices, and frame threads from the moment 3 frames wait in the
+    # ring (libx264 ultrafast: no B-frames; otherwise FRAME), which may lose a few frames as it switches
     # where frame threads themselves barely keep up (NOTES.md, LATENCY.md)
     gop_seconds: float = _opt(0.0, lo=0.0, hi=10)  # keyframe interval (a crash loses at most this much);
     # 0: automatic, 1 s, or 2 s when a stream is an output (what streaming services ask for)

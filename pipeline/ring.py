@@ -10,8 +10,16 @@ The capture process writes pixels into a slot once and publishes it with a
 ``Frame`` message (a pipe write, which is a syscall and so a memory barrier).
 The encoder reads the slot in place and, when done, advances ``released``:
 a counter only the reader writes (``written`` only the writer writes). Slots
-are used and released strictly in order, so the writer may take slot
-``written % slots`` while ``written - released < slots``.
+are released strictly in the order they were written, so the writer knows
+which are still in flight, and takes the lowest-numbered free one while
+``written - released < slots``.
+
+Elastic: ``slots`` is what the ring can hold (a stall of the encoder of up to
+its length loses nothing), not what it takes. Only the first ``UPFRONT_SLOTS``
+are allocated before the start; the writer allocates one more slot ahead each
+time it reaches the last allocated one. As the lowest free slot is always
+taken, a reader that keeps up cycles through the first few, and the memory the
+ring takes is what the run needed (``allocated``), not its capacity.
 
 Lifetimes: numpy views into the segment must be dropped before ``close()``;
 ``close()`` refuses (BufferError) while any still exist. numpy is imported
@@ -23,9 +31,11 @@ from __future__ import annotations
 
 import struct
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline.errors import SetupError
 from pipeline.shm import Segment
 
 if TYPE_CHECKING:
@@ -38,6 +48,7 @@ HEADER = struct.Struct("<QqIIIII")  # seq, capture_ns, width, height, stride, pi
 HEADER_BYTES = 64
 COUNTERS_OFFSET = CONTROL.size - 16  # released (only the reader writes it), written (only the writer)
 
+UPFRONT_SLOTS = 2  # slots allocated before the start; the writer allocates the rest as it reaches them
 FLAG_DISCONT = 1  # frames were dropped just before this one
 PIXFMT_BGRA = 1
 PIXFMT_I420 = 2  # planar Y, U, V (4:2:0), each plane packed (``planes``): the screen's and a camera's pictures
@@ -70,8 +81,13 @@ def i420_geometry(width: int, height: int) -> Geometry:
 
 
 def ring_bytes(geometry: Geometry, slots: int) -> int:
-    """Size of the shared-memory segment for a ring."""
+    """Size of the shared-memory segment for a ring (what it can hold; it takes what it allocated)."""
     return CONTROL_BYTES + slots * geometry.slot_bytes
+
+
+def upfront_bytes(geometry: Geometry, slots: int) -> int:
+    """What a ring of ``slots`` allocates before the start (``Ring.allocate``)."""
+    return ring_bytes(geometry, min(slots, UPFRONT_SLOTS))
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,10 @@ class Ring:
         # released, written: each an aligned 8-byte word, stored whole by one side only
         self._counters = self._buf[COUNTERS_OFFSET : COUNTERS_OFFSET + 16].cast("Q")
         self._views: list[weakref.ref[np.ndarray]] = []
+        self.upfront = min(self.slots, UPFRONT_SLOTS)
+        self.allocated = self.upfront  # the writer's: slots whose pages exist (see the module's docstring)
+        self._flight: deque[int] = deque()  # the writer's: slots written and not released, oldest first
+        self._busy: set[int] = set()
 
     @property
     def name(self) -> str:
@@ -121,8 +141,9 @@ class Ring:
         return cls(Segment.attach(name))
 
     def allocate(self) -> None:
-        """Allocate every slot page now (supervisor, before the stages start): see ``Segment.allocate``."""
-        self._shm.allocate(CONTROL_BYTES)
+        """Allocate the first ``upfront`` slots' pages now (supervisor, before the stages start): see
+        ``Segment.allocate``; the writer allocates the others when it first needs them."""
+        self._shm.allocate(CONTROL_BYTES, self._offset(self.upfront))
 
     # --- writer side (capture process) ---------------------------------------
 
@@ -131,15 +152,36 @@ class Ring:
         return int(self._counters[1]) - int(self._counters[0])
 
     def acquire(self) -> int | None:
-        """Take the next free slot index, or None when the ring is full (writer only)."""
+        """Take the lowest free slot, or None when the ring is full (writer only)."""
         written = int(self._counters[1])
-        if written - int(self._counters[0]) >= self.slots:
+        in_flight = written - int(self._counters[0])
+        while len(self._flight) > in_flight:  # released since: the oldest ones
+            self._busy.discard(self._flight.popleft())
+        if in_flight >= self.allocated:
             return None
+        slot = 0
+        while slot in self._busy:
+            slot += 1
+        self._flight.append(slot)
+        self._busy.add(slot)
         self._counters[1] = written + 1
-        return written % self.slots
+        if slot == self.allocated - 1 and self.allocated < self.slots:
+            self._grow()
+        return slot
+
+    def _grow(self) -> None:
+        """Allocate one more slot, ahead of its need; a full /dev/shm ends the growth (frames are then dropped
+        at a full ring, counted, instead of a SIGBUS when a page could not be had)."""
+        try:
+            self._shm.allocate(self._offset(self.allocated), self._offset(self.allocated + 1))
+        except (OSError, SetupError):
+            self.slots = self.allocated  # what this ring holds from now on
+            return
+        self.allocated += 1
 
     def cancel(self) -> None:
         """Give back the slot just acquired, unannounced and unused (writer only: no reader knows of it)."""
+        self._busy.discard(self._flight.pop())
         self._counters[1] = int(self._counters[1]) - 1
 
     def write_header(self, slot: int, header: SlotHeader) -> None:

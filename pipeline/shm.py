@@ -57,14 +57,16 @@ class Segment:
     def path(self) -> str:
         return str(SHM_DIR / self.name)
 
-    def allocate(self, start: int = 0) -> None:
-        """Allocate the file's pages from ``start`` on now: a full /dev/shm fails here, in one line, not
-        with SIGBUS in whichever process (the X server too) first writes a page. The pages are not
-        mapped here: each process maps what it touches, so this costs a third of faulting them in."""
+    def allocate(self, start: int = 0, end: int | None = None) -> None:
+        """Allocate the file's pages from ``start`` to ``end`` (the end of the file) now: a full /dev/shm
+        fails here, in one line, not with SIGBUS in whichever process (the X server too) first writes a
+        page. The pages are not mapped here: each process maps what it touches, so this costs a third of
+        faulting them in."""
         start -= start % PAGE
+        end = self.size if end is None else min(self.size, end)
         fd = os.open(self.path, os.O_RDWR)
         try:
-            os.posix_fallocate(fd, start, self.size - start)
+            os.posix_fallocate(fd, start, end - start)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise

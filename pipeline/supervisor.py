@@ -30,7 +30,7 @@ from pipeline.clock import NS_PER_S, now_ns
 from pipeline.errors import StageError
 from pipeline.graph import RingSpec, StageSpec
 from pipeline.hosts import StageHosts, start_quietly
-from pipeline.ring import Ring, ring_bytes
+from pipeline.ring import Ring, ring_bytes, upfront_bytes
 from pipeline.shm import check_free, segment_name, sweep_stale
 from pipeline.stage import GROUP_SIGNALS, StageContext, StageState, run_stage, set_process_name
 from pipeline.steering import STEER_SIGNALS, Steering
@@ -132,9 +132,8 @@ class Supervisor:
         self.outcome.swept = sweep_stale()
         if self.outcome.swept:
             self.on_message(f"framepipe: removed {len(self.outcome.swept)} shared-memory segment(s) left by a crash")
-        needed = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
-        check_free(needed)
-        self.outcome.shm_bytes = needed
+        check_free(sum(upfront_bytes(r.geometry, r.slots) for r in self.ring_specs))  # the rest as they grow
+        self.outcome.shm_bytes = sum(ring_bytes(r.geometry, r.slots) for r in self.ring_specs)
         try:
             self.steering = Steering(self, self.status_of, self.period_ns, self.listen, self.replay)
         except OSError as exc:  # ControlError too: a folder not ours, a path too long; record all the same

@@ -77,8 +77,11 @@ def test_stats_json_has_every_figure(record_testscreen) -> None:
     assert f["written"] == f["encoded"] + f["repeats"] + f["dropped_by_reason"]["encoder_shed"]
     assert set(s["frames"]["dropped_by_reason"]) == {"ring_full", "capture_late", "encoder_shed"}
     assert s["latency_ms"]["p50"] is not None and s["latency_ms"]["p99"] >= s["latency_ms"]["p50"]
-    assert 0 < s["ring"]["peak_fill"] <= s["ring"]["slots"] == 12  # 0.2 s of frames
-    assert s["shm_bytes"] >= s["ring"]["bytes"] >= 12 * 1920 * 1080 * 4  # video ring (+ audio ring, if any)
+    assert 0 < s["ring"]["peak_fill"] <= s["ring"]["slots"] == 60  # it can hold 1 s of frames ...
+    assert s["shm_bytes"] >= s["ring"]["bytes"] >= 60 * 1920 * 1080 * 4  # video ring (+ audio ring, if any)
+    assert s["ring"]["peak_fill"] < s["ring"]["allocated"] < 60  # ... and took the slots it needed, and one ahead
+    slot_bytes = (s["ring"]["bytes"] - 64) // 60  # the control block, then the slots
+    assert s["ring"]["allocated_bytes"] == 64 + s["ring"]["allocated"] * slot_bytes
     for name in ("screen", "timestamp", "encode"):
         stage = s["stages"][name]
         assert stage["cpu_s"] > 0 and stage["exitcode"] == 0
@@ -97,8 +100,8 @@ def test_an_i420_ring_holds_every_frame_in_less_memory(record_testscreen, tmp_pa
     assert r.backwards == 0 and r.pts_increasing and decodes_cleanly(rec.path) == ""
     assert rec.stats["frames"]["written"] == r.frames_written  # (a late wake of a loaded machine is not this test's)
     ring = rec.stats["ring"]
-    assert ring["format"] == "I420" and ring["slots"] == 12
-    assert ring["bytes"] < 12 * 1920 * 1080 * 1.5 * 1.01 and 0 < ring["staging_bytes"] < 1920 * 1080 * 4 * 1.01
+    assert ring["format"] == "I420" and ring["slots"] == 60
+    assert ring["bytes"] < 60 * 1920 * 1080 * 1.5 * 1.01 and 0 < ring["staging_bytes"] < 1920 * 1080 * 4 * 1.01
     screen = rec.stats["stages"]["screen"]
     assert screen["info"]["backend"].endswith("converted to I420") and screen["stats"]["convert_ms_mean"] > 0
 

@@ -410,6 +410,7 @@ def test_the_tuned_ring_holds_three_times_the_measured_peak() -> None:
     target = Target(60.0, (0, 0, 1920, 1080))
     quiet = Trial(Candidate(ring_seconds=0.2), target, 2.5, 2, ring_peak=1, ring_slots=12)
     busy = Trial(Candidate(ring_seconds=0.2), target, 2.5, 2, ring_peak=6, ring_slots=12)
-    assert ring_for(quiet).ring_seconds == round(8 / 60, 3)  # the planner's least slots: a peak of 1 needs no more
-    assert ring_for(busy).ring_seconds == 0.3  # 18 frames, rounded up to 0.05 s
-    assert ring_for(Trial(Candidate(), target, 2.5, 2, ring_peak=59, ring_slots=60)).ring_seconds == 1.0
+    assert ring_for(quiet).ring_seconds == ring_for(busy).ring_seconds == ScreenConfig.ring_seconds  # the default
+    heavy = Trial(Candidate(ring_seconds=1.0), target, 2.5, 2, ring_peak=25, ring_slots=60)
+    assert ring_for(heavy).ring_seconds == 1.25  # 75 frames, rounded up to 0.05 s
+    assert ring_for(Trial(Candidate(), target, 2.5, 2, ring_peak=59, ring_slots=60)).ring_seconds == 2.0  # at most

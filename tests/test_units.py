@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,17 +79,44 @@ def test_ring_segment_is_private_allocated_and_needs_no_numpy_or_tracker() -> No
         "blocks = os.stat(ring.path).st_blocks * 512\n"
         "ring.release(0)\n"
         "lean = 'numpy' not in sys.modules and 'multiprocessing.resource_tracker' not in sys.modules\n"
-        "print(oct(mode), blocks >= 4 * 64 * 256, lean)\n"
+        "print(oct(mode), 2 * 64 * 256 <= blocks < 4 * 64 * 256, lean)\n"
         "ring.close()\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["0o600", "True", "True"]  # user-only; pages allocated; lean start
+    assert done.stdout.split() == ["0o600", "True", "True"]  # user-only; the first 2 slots allocated; lean start
     assert not Path("/dev/shm/fp_test_unit_lean").exists()
     ring = Ring.create("fp_test_unit_lean", Geometry(16, 4, 64), 2)
     with pytest.raises(FileExistsError):  # a name in use is never taken over
         Ring.create("fp_test_unit_lean", Geometry(16, 4, 64), 2)
     ring.close()
     assert not Path("/dev/shm/fp_test_unit_lean").exists()
+
+
+def test_an_elastic_ring_takes_the_lowest_free_slot_and_allocates_as_it_reaches_them() -> None:
+    ring = Ring.create("fp_test_unit_elastic", Geometry(1024, 4, 4096), 6)
+    try:
+        ring.allocate()
+
+        def allocated_slots() -> int:
+            return (os.stat(ring.path).st_blocks * 512 - 64) // ring.geometry.slot_bytes  # pages past the control
+
+        assert (ring.allocated, allocated_slots()) == (2, 2)  # UPFRONT_SLOTS before the start
+        for _ in range(5):  # a reader that keeps up: slot 0 every time, nothing more allocated
+            assert ring.acquire() == 0
+            ring.release()
+        assert (ring.allocated, allocated_slots()) == (2, 2)
+        assert [ring.acquire(), ring.acquire()] == [0, 1]  # slot 1 reached: one more allocated, ahead
+        assert (ring.allocated, allocated_slots()) == (3, 3)
+        ring.release()  # slot 0 (the oldest) back: it is the lowest free one again
+        assert ring.acquire() == 0 and ring.acquire() == 2 and ring.allocated == 4
+        ring.cancel()  # slot 2 unused: taken again next
+        assert ring.acquire() == 2
+        assert [ring.acquire(), ring.acquire(), ring.acquire(), ring.acquire()] == [3, 4, 5, None]  # full at 6
+        assert ring.allocated == 6 == allocated_slots() and ring.fill() == 6
+        ring.release(6)
+        assert ring.acquire() == 0
+    finally:
+        ring.close()
 
 
 def test_output_size_keeps_the_aspect_and_even_sizes() -> None:

@@ -186,7 +186,7 @@ def timing_of(launch: benchrun.Launch, offset_ns: int) -> tuple[benchcount.Timin
             "written": f["written"], "dropped": f["dropped"], "dropped_by_reason": f["dropped_by_reason"],
             "repeats": f["repeats"], "skips": f["skips"], "latency_ms": stats["latency_ms"],
             "ring_peak": stats["ring"]["peak_fill"], "ring_slots": stats["ring"]["slots"],
-            "ring_mb": round((stats["ring"]["bytes"] + stats["ring"].get("staging_bytes", 0)) / 2**20, 1),
+            "ring_mb": round((stats["ring"]["allocated_bytes"] + stats["ring"].get("staging_bytes", 0)) / 2**20, 1),
         }  # fmt: skip
         timing = benchcount.Timing(base, "framepipe's base time from its stats JSON")
         return timing, own, {"series": stats.get("series"), "slots": stats["ring"]["slots"]}

@@ -173,8 +173,8 @@ NOTES = """\
   (the test screen's painter, about 0.2, plus whatever else runs: the noise). The X server's CPU (grabs and
   paints) is in the JSON. peak RSS: the tree's resident memory without shared-memory pages, each process's
   libraries counted in full. memory: what the recorder takes: framepipe's proportional memory (Pss_Anon +
-  Pss_File of every process: a library page its stages share counts once) plus its whole ring and the
-  grab's staging slot; ffmpeg's and naive's peak RSS.
+  Pss_File of every process: a library page its stages share counts once) plus the ring's allocated slots
+  (it grows as it needs) and the grab's staging slot; ffmpeg's and naive's peak RSS.
 - says: the recorder's own counters (framepipe: stats JSON; ffmpeg: its last progress line)."""
 
 

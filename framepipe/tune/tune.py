@@ -56,7 +56,8 @@ DEFAULT_SECONDS = 2.5  # each trial records this long (the winner's confirmation
 SEARCH_BUDGET_S = 100.0  # the search stops starting trials after this (scaled with longer trials)
 MAX_SECONDS = 60.0
 CANDIDATES = ("full", "quick")  # quick: the default candidate only, confirmed (a smoke test)
-RING_MARGIN = 3  # the tuned ring holds this many times the peak fill the trials measured
+RING_MARGIN = 3  # the tuned ring holds this many times the peak fill the trials measured ...
+RING_MOST_S = 2.0  # ... up to this
 
 
 @dataclass(frozen=True)
@@ -191,10 +192,12 @@ def save(found: Probe, here: profile.Machine, chosen: Trial, trials: list[Trial]
 
 def ring_for(chosen: Trial) -> Candidate:
     """The winner with a ring sized from what it needed: three times the peak fill its trials measured (a
-    short trial sees fewer bursts than an hour), at least the planner's least slots, at most 1 s."""
+    short trial sees fewer bursts than an hour), at least the default (a ring takes memory only for the
+    slots it used: ``pipeline.ring``), at most 2 s."""
     fps = chosen.target.fps
-    seconds = max(MIN_SLOTS / fps, math.ceil(RING_MARGIN * chosen.ring_peak / fps * 20) / 20)
-    return replace(chosen.candidate, ring_seconds=round(min(seconds, 1.0), 3))
+    needed = math.ceil(RING_MARGIN * chosen.ring_peak / fps * 20) / 20
+    seconds = max(MIN_SLOTS / fps, ScreenConfig.ring_seconds, needed)
+    return replace(chosen.candidate, ring_seconds=round(min(seconds, RING_MOST_S), 3))
 
 
 def search(config: ScreenConfig, options: TuneOptions, display: str, work: Path) -> tuple[

@@ -54,7 +54,7 @@ HEAP_KEEP = 256 << 20  # ... and the heap keeps up to this much freed memory ins
 WARM_FRAMES = 2  # blank frames through the throwaway encoder before the start: this many more than x264's
 # frame threads (``threads``, or 1.5 a CPU when automatic; each holds a frame); more only stay in the heap unused
 BEHIND_NS = 500_000_000  # a repeat this far behind the clock is not encoded (see Encoder.handle)
-ADAPT_FILL = 0.25  # ADAPTIVE threads: the ring this full (slices falling behind) switches to frame threads
+ADAPT_BEHIND = 3  # ADAPTIVE threads: this many frames waiting in the ring (slices falling behind) switches to frames
 SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
 SHED_LOW = 0.2  # ... and stop once it has drained to this
 REPEAT_RUNS = 512  # the file ticks written as repeats are kept as this many runs (then only counted) ...
@@ -265,7 +265,7 @@ class Encoder(Stage):
         warm.encode(None)  # every frame out: its buffers freed into the heap
 
     def _to_frame_threads(self) -> None:
-        """Slice threads fell behind (the ring half full): a frame-threaded encoder takes over from here.
+        """Slice threads fell behind (frames waiting in the ring): a frame-threaded encoder takes over from here.
 
         It is opened first and must make the same headers (the outputs' tracks were made from them); the
         slice encoder's last frame comes out, then the new one starts with a keyframe at the next frame.
@@ -362,7 +362,7 @@ class Encoder(Stage):
                 self._encode(message.pts, repeat=True)  # the previous picture again: cheap, the timeline whole
                 return
             self.capture_of_pts[message.pts] = message.capture_ns
-            if self.adaptive and self.ring.fill() >= self.ring.slots * ADAPT_FILL:
+            if self.adaptive and self.ring.fill() > ADAPT_BEHIND:  # (the fill counts this frame too)
                 self._to_frame_threads()
             self.last = self._picture(message.slot)
             if self.overlay is not None:  # the camera's newest picture, into the converted planes

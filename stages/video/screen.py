@@ -9,10 +9,11 @@ slot directly and the encoder converts. The slot is announced downstream with a
 frame is not grabbed, a drop is counted and the next frame carries DISCONT;
 deadlines missed because the process ran late are counted too.
 
-Before the start, every slot is grabbed into once: a page is zeroed and mapped
-on its first write (by the X server, on the zero-copy path), and on a first lap
+Before the start, every allocated slot is grabbed into once: a page is mapped on
+its first write (by the X server, on the zero-copy path), and on a first lap
 during the recording that made 1080p grabs 1-2 ms slower and 120 fps captures
-miss ticks. The ring's pages are allocated by the supervisor (``Ring.allocate``).
+miss ticks. The first slots' pages are allocated by the supervisor
+(``Ring.allocate``); the ring allocates more, one ahead, as it reaches them.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class ScreenCapture(Source):
         self.grabber = self._open_grabber()
         if self.target is not self.ring:
             self.converter = Converter(self.target, self.ring, g.width, g.height)
-        for slot in range(self.ring.slots):  # a first lap before the start: see the module's docstring
+        for slot in range(self.ring.upfront):  # a first lap before the start: see the module's docstring
             self._fill(slot)
         self.convert_ns_total = 0
         backend = self.grabber.description + (", converted to I420" if self.converter else "")
@@ -302,6 +303,7 @@ class ScreenCapture(Source):
             "convert_ms_mean": self.convert_ns_total / captured / 1e6 if captured else 0.0,
             "ring_fill": self.ring.fill(),
             "ring_slots": self.ring.slots,
+            "ring_allocated": self.ring.allocated,  # the slots that became memory (the ring grows as it needs)
         }
 
     def close(self) -> None:
