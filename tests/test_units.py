@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -163,17 +164,21 @@ def _fill_slots(name: str, count: int) -> None:
 
 
 def test_ring_across_processes_keeps_order() -> None:
+    """A writer in another process, a reader here that finds each frame by its sequence number (the slot a
+    writer takes is its lowest free one, not ``written % slots``): every frame, in order, its pixels intact."""
+    Path("/dev/shm/fp_test_unit_mp").unlink(missing_ok=True)  # from an interrupted run
     ring = Ring.create("fp_test_unit_mp", Geometry(16, 4, 64), 4)
+    ring.allocate()
     proc = mp.get_context("spawn").Process(target=_fill_slots, args=(ring.name, 40))
     proc.start()
     seen: list[int] = []
+    deadline = time.monotonic() + 60
     try:
-        while len(seen) < 40:
-            if ring.released < ring_written(ring):
-                slot = ring.released % ring.slots
-                header = ring.header(slot)
-                assert int(ring.pixels(slot)[0, 0, 0]) == header.seq % 251
-                seen.append(header.seq)
+        while len(seen) < 40 and time.monotonic() < deadline:
+            slot = published(ring, len(seen))
+            if slot is not None:
+                assert int(ring.pixels(slot)[0, 0, 0]) == len(seen) % 251
+                seen.append(ring.header(slot).seq)
                 ring.release()
         proc.join(10)
     finally:
@@ -181,10 +186,13 @@ def test_ring_across_processes_keeps_order() -> None:
     assert seen == list(range(40))
 
 
-def ring_written(ring: Ring) -> int:
-    """Slots the writer has published: those with a header newer than the read cursor."""
-    slot = ring.released % ring.slots
-    return ring.released + 1 if ring.header(slot).seq == ring.released and ring.header(slot).width else ring.released
+def published(ring: Ring, seq: int) -> int | None:
+    """The slot whose header says frame ``seq`` (the writer writes the header after the pixels), if any yet."""
+    for slot in range(ring.slots):
+        header = ring.header(slot)
+        if header.width and header.seq == seq:
+            return slot
+    return None
 
 
 def place_all(times: list[float], mode: str = "cfr") -> tuple[list[tuple[str, int | None]], Timeline]:
