@@ -2,6 +2,6 @@
 
 import sys
 
-from framepipe.cli import main
+from framepipe.launch import main
 
 sys.exit(main())

@@ -1,12 +1,16 @@
 """The stage classes a recording runs, by import path (CLI and planner, supervisor process).
 
 Light on purpose: the CLI starts these stages' processes (``pipeline.hosts``) before it imports the
-planner and the recorder, so they load their libraries while it does.
+planner and the recorder, so they load their libraries while it does (the encoder's before the CLI
+itself: ``framepipe.launch``).
 """
 
 from __future__ import annotations
 
-from pipeline.config import PipelineConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig
 
 SCREEN = "stages.video.screen:ScreenCapture"
 TIMESTAMP = "stages.video.timestamp:Timestamper"

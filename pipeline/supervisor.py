@@ -23,16 +23,14 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-import psutil
-
 from pipeline import messages as msg
 from pipeline.clock import NS_PER_S, now_ns
 from pipeline.errors import StageError
 from pipeline.graph import RingSpec, StageSpec
-from pipeline.hosts import StageHosts, start_quietly
+from pipeline.hosts import GROUP_SIGNALS, StageHosts, start_quietly
 from pipeline.ring import Ring, ring_bytes, upfront_bytes
 from pipeline.shm import check_free, segment_name, sweep_stale
-from pipeline.stage import GROUP_SIGNALS, StageContext, StageState, run_stage, set_process_name
+from pipeline.stage import StageContext, StageState, run_stage, set_process_name
 from pipeline.steering import STEER_SIGNALS, Steering
 
 START_LEAD_NS = 25_000_000  # base time lies this far after the go, so every stage starts on time (a stage
@@ -82,6 +80,8 @@ def private_rss_mb(pid: int) -> float:
             fields_ = dict(line.split(":", 1) for line in f if line.startswith("Rss"))
         return (int(fields_["RssAnon"].split()[0]) + int(fields_["RssFile"].split()[0])) / 1024
     except (OSError, KeyError, ValueError):
+        import psutil  # not on the start's path: 17 ms
+
         try:
             return float(psutil.Process(pid).memory_info().rss) / 2**20
         except psutil.Error:
@@ -311,7 +311,7 @@ class Supervisor:
             elif ready in sentinels:
                 self._exited(sentinels[ready])
         now = now_ns()
-        if now - self._sampled_ns >= SAMPLE_INTERVAL_NS:
+        if self.outcome.base_time and now - self._sampled_ns >= SAMPLE_INTERVAL_NS:  # from the start on
             self._sampled_ns = now
             for record in self.outcome.stages.values():
                 if record.exitcode is None:
@@ -319,6 +319,8 @@ class Supervisor:
 
     def _sample(self, record: StageRecord) -> None:
         """Peak private memory and CPU so far of a live stage (a stage killed -9 reports nothing itself)."""
+        import psutil  # here, not on the start's path (17 ms)
+
         record.peak_private_mb = max(record.peak_private_mb, private_rss_mb(record.process.pid))
         try:
             cpu = psutil.Process(record.process.pid).cpu_times()

@@ -228,6 +228,17 @@ def test_devices_lists_the_virtual_monitor(virtual_screen: VirtualScreen) -> Non
     assert monitors[1]["width"] == 1920 and monitors[1]["height"] == 1080
 
 
+def test_the_planner_lists_monitors_as_mss_does(virtual_screen: VirtualScreen) -> None:
+    import mss
+
+    from stages.video.monitors import monitors
+
+    ours = monitors(virtual_screen.display)
+    with mss.MSS(display=virtual_screen.display) as sct:
+        theirs = [{k: m[k] for k in ("left", "top", "width", "height")} for m in sct.monitors]
+    assert ours == theirs and len(ours) >= 2
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_and_saves(virtual_screen: VirtualScreen, tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "sig.mkv"

@@ -66,8 +66,6 @@ def screen_rect(config: ScreenConfig) -> dict[str, int]:
         from stages.video.wayland.outputs import output_rect
 
         return output_rect(None, config)
-    import mss
-
     if config.window:
         from stages.video.x11windows import find_window
 
@@ -75,6 +73,16 @@ def screen_rect(config: ScreenConfig) -> dict[str, int]:
         if w.width < 16 or w.height < 16:
             raise SetupError(f"window 0x{w.id:x} is {w.width}x{w.height}: too small to record (16x16 at least)")
         return {"left": w.x, "top": w.y, "width": w.width & ~1, "height": w.height & ~1}
+
+    from stages.video.monitors import monitors
+
+    try:
+        listed = monitors()
+    except XshmUnavailable as exc:
+        raise SetupError(f"cannot open the display ({exc}): set DISPLAY, or run under Xvfb") from None
+    if listed is not None:
+        return monitor_rect(listed, config)
+    import mss
 
     try:
         with mss.MSS(backend=mss_backend(config.backend)) as sct:

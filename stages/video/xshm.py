@@ -13,9 +13,9 @@ Minimal ctypes bindings of libxcb and libxcb-shm, for this one purpose.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from ctypes import POINTER, Structure, c_char_p, c_int, c_uint8, c_uint16, c_uint32, c_void_p
+from typing import Any
 
 from pipeline.errors import FramepipeError
 
@@ -82,7 +82,7 @@ class _ShmImageReply(Structure):
 
 SONAMES = {"c": "libc.so.6", "xcb": "libxcb.so.1", "xcb-shm": "libxcb-shm.so.0",
            "xcb-composite": "libxcb-composite.so.0", "xcb-render": "libxcb-render.so.0",
-           "xcb-render-util": "libxcb-render-util.so.0", "X11": "libX11.so.6"}
+           "xcb-render-util": "libxcb-render-util.so.0", "xcb-randr": "libxcb-randr.so.0", "X11": "libX11.so.6"}
 
 
 def load_library(name: str) -> ctypes.CDLL | None:
@@ -91,7 +91,9 @@ def load_library(name: str) -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL(SONAMES[name])
     except (KeyError, OSError):
-        found = ctypes.util.find_library(name)
+        from ctypes.util import find_library
+
+        found = find_library(name)
         return ctypes.CDLL(found) if found else None
 
 
@@ -130,20 +132,27 @@ def _load() -> tuple[ctypes.CDLL, ctypes.CDLL, ctypes.CDLL]:
     return xcb, shm, libc
 
 
+def connect(xcb: ctypes.CDLL, display: str | None = None) -> tuple[Any, _Screen]:
+    """An xcb connection (``_load``'s xcb) to ``display`` (else $DISPLAY) and its default screen; XshmUnavailable
+    when there is none. The caller disconnects."""
+    screen_num = c_int(0)
+    conn = xcb.xcb_connect(display.encode() if display else None, ctypes.byref(screen_num))
+    if not conn or xcb.xcb_connection_has_error(conn):
+        if conn:
+            xcb.xcb_disconnect(conn)
+        raise XshmUnavailable("cannot connect to the X display")
+    it = xcb.xcb_setup_roots_iterator(xcb.xcb_get_setup(conn))
+    for _ in range(screen_num.value):
+        xcb.xcb_screen_next(ctypes.byref(it))
+    return conn, it.data.contents
+
+
 class XshmGrabber:
     """Grabs a rectangle of the root window into offsets of one shared-memory file."""
 
     def __init__(self, shm_path: str, display: str | None = None) -> None:
         self._xcb, self._shm, self._libc = _load()
-        screen_num = c_int(0)
-        self._conn = self._xcb.xcb_connect(display.encode() if display else None, ctypes.byref(screen_num))
-        if not self._conn or self._xcb.xcb_connection_has_error(self._conn):
-            self._conn = None
-            raise XshmUnavailable("cannot connect to the X display")
-        it = self._xcb.xcb_setup_roots_iterator(self._xcb.xcb_get_setup(self._conn))
-        for _ in range(screen_num.value):
-            self._xcb.xcb_screen_next(ctypes.byref(it))
-        screen = it.data.contents
+        self._conn, screen = connect(self._xcb, display)
         self.root, self.depth = screen.root, screen.root_depth
         self.width, self.height = screen.width_in_pixels, screen.height_in_pixels
         if self.depth not in (24, 32):
