@@ -2,6 +2,6 @@
 
 import sys
 
-from framepipe.launch import main
+from framepipe.cli import main
 
 sys.exit(main())

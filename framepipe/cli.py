@@ -9,13 +9,10 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from pipeline import config as cfg
 from pipeline.errors import Cancelled, ConfigError, FramepipeError
-
-if TYPE_CHECKING:
-    from pipeline.hosts import StageHosts
 
 
 class Parser(argparse.ArgumentParser):
@@ -199,8 +196,7 @@ def audio_sources(args: argparse.Namespace) -> tuple[str, ...] | None:
     return tuple(args.audio) if args.audio else None
 
 
-def cmd_record(args: argparse.Namespace, hosts: StageHosts | None = None) -> int:
-    """``record``; ``hosts``: stage processes already started (the encoder's, by ``framepipe.launch``)."""
+def cmd_record(args: argparse.Namespace) -> int:
     args.output = default_output(args)
     config = cfg.with_output(pipeline_config(args), args.output, flag_outputs(args))
     if args.select:
@@ -214,11 +210,8 @@ def cmd_record(args: argparse.Namespace, hosts: StageHosts | None = None) -> int
     from framepipe.targets import likely_stages
     from pipeline.hosts import StageHosts
 
-    if hosts is not None:
-        hosts.start(likely_stages(config))  # they load their libraries while the recorder is imported
+    with StageHosts(likely_stages(config)) as hosts:  # they load their libraries while the recorder is imported
         return start_record(args, config, hosts)
-    with StageHosts(likely_stages(config)) as started:
-        return start_record(args, config, started)
 
 
 def start_record(args: argparse.Namespace, config: cfg.PipelineConfig, hosts: Any) -> int:
@@ -388,13 +381,10 @@ def cmd_gui(args: argparse.Namespace) -> int:
     return gui()
 
 
-def main(argv: list[str] | None = None, hosts: StageHosts | None = None) -> int:
-    """The command line ``argv``; ``hosts``: stage processes started for a recording (``framepipe.launch``)."""
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "record":
-            return cmd_record(args, hosts)
-        commands = {"ctl": cmd_ctl, "plan": cmd_plan, "demo": cmd_demo, "bench": cmd_bench,
+        commands = {"record": cmd_record, "ctl": cmd_ctl, "plan": cmd_plan, "demo": cmd_demo, "bench": cmd_bench,
                     "tune": cmd_tune, "devices": cmd_devices, "gui": cmd_gui}  # fmt: skip
         return commands[args.command](args)
     except Cancelled as exc:  # Esc while choosing with the mouse: nothing was started or written

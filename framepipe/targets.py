@@ -1,16 +1,12 @@
 """The stage classes a recording runs, by import path (CLI and planner, supervisor process).
 
 Light on purpose: the CLI starts these stages' processes (``pipeline.hosts``) before it imports the
-planner and the recorder, so they load their libraries while it does (the encoder's before the CLI
-itself: ``framepipe.launch``).
+planner and the recorder, so they load their libraries while it does.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig
 
 SCREEN = "stages.video.screen:ScreenCapture"
 TIMESTAMP = "stages.video.timestamp:Timestamper"

@@ -6,8 +6,7 @@ planning. ``StageHosts`` starts one process per likely stage at once (forked on 
 each imports its stage's module and the libraries its ``open()`` needs (``pipeline.stage.host_stage``,
 ``Stage.preload``) and waits. When the plan is made, the supervisor hands each its
 ``StageContext`` (pipes included: multiprocessing passes their descriptors) instead of spawning; hosts
-the plan did not need are closed, and exit without having touched a device or a file. The encoder's host
-starts first of all (``framepipe.launch``), before the command has imported anything but this module.
+the plan did not need are closed, and exit without having touched a device or a file.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
-GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # what a terminal or a service manager sends
-QUIET_SIGNALS = (*GROUP_SIGNALS, signal.SIGUSR1, signal.SIGUSR2)  # stages ignore these: the supervisor acts
+from pipeline.stage import QUIET_SIGNALS, host_stage
+
 JOIN_S = 1.0  # an unused host exits at once when its pipe closes; this long, then it is killed
 # Hosts are forked on Linux: they start before the CLI has a thread, a display connection, PortAudio or any
 # library but the standard one and ours (``framepipe.cli`` starts them first), so there is nothing a fork
@@ -50,30 +49,16 @@ def start_quietly(process: BaseProcess) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, QUIET_SIGNALS)
 
 
-def host(target: str, control: Connection) -> None:
-    """A host's entry point: the stage framework is imported here, so a host forked first of all does not wait
-    for the command to import it."""
-    from pipeline.stage import host_stage
-
-    host_stage(target, control)
-
-
 class StageHosts:
     """Waiting stage processes, by stage target ("package.module:Class"); a context manager that closes
     whatever was not taken."""
 
     def __init__(self, targets: list[str]) -> None:
-        self.hosts: dict[str, list[Host]] = {}
-        self.start(targets)
-
-    def start(self, targets: list[str]) -> None:
-        """One waiting process for each of ``targets`` that has none yet."""
         ctx: Any = mp.get_context(START_METHOD)
+        self.hosts: dict[str, list[Host]] = {}
         for target in targets:
-            if self.hosts.get(target):
-                continue
             ours, theirs = ctx.Pipe()
-            process = ctx.Process(target=host, args=(target, theirs), name="fp-stage", daemon=False)
+            process = ctx.Process(target=host_stage, args=(target, theirs), name="fp-stage", daemon=False)
             start_quietly(process)
             theirs.close()
             self.hosts.setdefault(target, []).append(Host(process, ours))

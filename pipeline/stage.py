@@ -28,11 +28,12 @@ from pipeline import messages as msg
 from pipeline.clock import now_ns
 from pipeline.config import StageConfig
 from pipeline.errors import FramepipeError
-from pipeline.hosts import QUIET_SIGNALS
 from pipeline.shm import unlink_segments
 
 STATS_INTERVAL_NS = 500_000_000
 _REPORT_LOCK = threading.Lock()  # a stage's threads (its outputs) report on the one control pipe
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # what a terminal or a service manager sends
+QUIET_SIGNALS = (*GROUP_SIGNALS, signal.SIGUSR1, signal.SIGUSR2)  # stages ignore these: the supervisor acts
 
 
 class StageState(StrEnum):

@@ -27,10 +27,10 @@ from pipeline import messages as msg
 from pipeline.clock import NS_PER_S, now_ns
 from pipeline.errors import StageError
 from pipeline.graph import RingSpec, StageSpec
-from pipeline.hosts import GROUP_SIGNALS, StageHosts, start_quietly
+from pipeline.hosts import StageHosts, start_quietly
 from pipeline.ring import Ring, ring_bytes, upfront_bytes
 from pipeline.shm import check_free, segment_name, sweep_stale
-from pipeline.stage import StageContext, StageState, run_stage, set_process_name
+from pipeline.stage import GROUP_SIGNALS, StageContext, StageState, run_stage, set_process_name
 from pipeline.steering import STEER_SIGNALS, Steering
 
 START_LEAD_NS = 25_000_000  # base time lies this far after the go, so every stage starts on time (a stage
