@@ -63,7 +63,7 @@ class ScreenConfig(StageConfig):
     cursor: bool = _opt(False)  # draw the pointer into the frames (Wayland backends; X11 grabs never do)
     ring_seconds: float = _opt(1.0, lo=0.05, hi=10)  # what the video ring can hold, in seconds of frames (at
     # least 8 slots): an encoder stalled this long loses nothing; it takes memory only for the slots it used
-    # (4 at the start, more as a run needs them: 2-5 at 1080p60), and a run that came near full warns
+    # (2 before the start, one more ahead as a run reaches them: 3-6 at 1080p60), and a run that came near full warns
     ring_format: str = _opt("bgra", choices=("bgra", "i420"))  # what the ring's slots hold: the grab as it
     # is (the encoder converts), or I420 converted by the capture stage: 0.375 of the memory, ~15% more CPU
     window: str = _opt("")  # record one window: an id (0x...), a title or class substring, or "pick"; empty: the screen
