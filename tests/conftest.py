@@ -130,19 +130,29 @@ def assert_recorder_lost_nothing(frames: list[judge.Frame], screen_info: Path, s
     the recording's running time (the pauses before a part); ``unseen``: states the test knows were not on
     the screen as a code (a resized window cleared to its background until its program paints again).
     ``main_file``: the frames are the recording's own file, whose ticks the encoder's stats name (its repeats,
-    its late grabs): a state seen only at a tick the recorder said it repeated (a wake late, a full ring) or
-    grabbed late is its counted loss, and each repeat it names must show the held picture indeed."""
+    its late grabs, the repeats it left out): a state seen only at a tick the recorder said it repeated (a wake
+    late, a full ring), grabbed late or left out is its counted loss; each repeat it names must show the held
+    picture indeed, and the ticks the file leaves out are as many as it said."""
     info = load_info(screen_info)
     painter = json.loads(Path(f"{screen_info}.stats").read_text())
     report = judge.judge(frames, 1 / float(info["fps"]))
     grabs = judge.recorder_grabs(frames, stats) if main_file else judge.Grabs()
     assert not judge.repeats_not_held(frames, grabs), (judge.repeats_not_held(frames, grabs), report.summary())
+    if main_file:
+        assert len(grabs.left_out_s) == stats["frames"]["repeats_not_written"], (report.summary(), stats["frames"])
     moved = [dataclasses.replace(f, time=f.time + shift_s) for f in frames]
     blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter, grabs=grabs)
     drops = stats.get("frames", {}).get("dropped_by_reason")
     assert blame.recorder_lost <= report.swaps + unseen, (blame, report.summary(), drops)
     assert report.lost <= blame.screen_late + blame.counted + unseen, (blame, report.summary(), drops)
     return report
+
+
+def assert_every_tick(report: judge.Report, stats: dict[str, Any], ticks: int) -> None:
+    """Each of the recording's ``ticks`` is in the file, or is a repeat the encoder said it left out (behind
+    the clock on a loaded machine, it keeps the picture on screen and catches up: counted, never unsaid)."""
+    left_out = stats["frames"]["repeats_not_written"]
+    assert report.frames_written + left_out == ticks, (report.summary(), stats["frames"])
 
 
 @contextlib.contextmanager
@@ -195,11 +205,12 @@ NEEDS_SOUND = pytest.mark.skipif(
 
 
 @contextlib.contextmanager
-def screen_with_sound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A 1920x1080 Xvfb with the numbered test screen (info in tmp_path/screen.json) and a PulseAudio whose
+def screen_with_sound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      size: tuple[int, int] = (1920, 1080)) -> Iterator[str]:  # fmt: skip
+    """An Xvfb of ``size`` with the numbered test screen (info in tmp_path/screen.json) and a PulseAudio whose
     null sink fp_out plays a 1 kHz burst every second of the same clock (tmp_path/tone.json); the display.
     The test screen and the tone are stopped on the way out (their stats files are written then)."""
-    with VirtualScreen(1920, 1080) as screen, PulseServer(("fp_out",)) as pulse:
+    with VirtualScreen(*size) as screen, PulseServer(("fp_out",)) as pulse:
         monkeypatch.setenv("PULSE_SERVER", pulse.server)
         monkeypatch.delenv("PULSE_SOURCE", raising=False)
         tone = start_tone("fp_out", info_path=tmp_path / "tone.json", freq=1000, env=pulse.env())

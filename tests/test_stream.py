@@ -17,7 +17,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from conftest import assert_recorder_lost_nothing, framepipe_cmd
+from conftest import assert_every_tick, assert_recorder_lost_nothing, framepipe_cmd
 from test_crash import wait_recording
 
 from framepipe.proof import judge
@@ -100,9 +100,9 @@ def file_lost_nothing(path: Path, screen: Painted, stats_path: Path, seconds: fl
     painted too late (a 2-CPU machine runs nginx and a viewer too), never the recorder's loss."""
     screen.stop()
     stats = json.loads(stats_path.read_text())
-    report = assert_recorder_lost_nothing(judge.read_codes(path, screen.info["code_rect"]), screen.path, stats)
-    left_out = stats["frames"]["repeats_not_written"]  # an encoder behind the clock keeps the picture on screen
-    assert report.frames_written + left_out == round(seconds * FPS), report.summary()
+    frames = judge.read_codes(path, screen.info["code_rect"])
+    report = assert_recorder_lost_nothing(frames, screen.path, stats, main_file=True)
+    assert_every_tick(report, stats, round(seconds * FPS))
     return report
 
 

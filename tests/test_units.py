@@ -367,3 +367,16 @@ def test_a_state_seen_only_at_a_repeated_or_late_tick_is_a_counted_loss() -> Non
     assert judge.attribute_missing(frames, info, mid, {}).recorder_lost == 4  # without the stats: all four
     lying = {"fps": fps, "stages": {"encode": {"stats": {"repeat_runs": [[6, 1]]}}}}  # tick 6 was a new grab
     assert judge.repeats_not_held(frames, judge.recorder_grabs(frames, lying)) == [6]
+
+
+def test_a_state_seen_only_at_a_tick_the_file_leaves_out_is_a_counted_loss() -> None:
+    from framepipe.proof import judge
+
+    fps, info = 10.0, {"base_ns": 0, "fps": 10.0}
+    # ticks 3 and 4 are not in the file (repeats an encoder behind the clock left out): states 3 and 4 with them
+    frames = [judge.Frame(i, t / fps, t, t) for i, t in enumerate((0, 1, 2, 5, 6))]
+    grabs = judge.recorder_grabs(frames, {"fps": fps, "stages": {"encode": {"stats": {}}}})
+    assert grabs.left_out_s == (0.3, 0.4)
+    blame = judge.attribute_missing(frames, info, 50_000_000, {}, grabs=grabs)
+    assert (blame.recorder_lost, blame.counted, blame.screen_late) == (0, 2, 0)
+    assert judge.attribute_missing(frames, info, 50_000_000, {}).screen_late == 2  # without the stats: the screen's

@@ -284,10 +284,12 @@ class Attribution:
 @dataclass(frozen=True)
 class Grabs:
     """What the recorder's stats say of the file's frames (by index): which repeat the held picture (no grab
-    of their own), and how long after its tick each of the others was grabbed, where that was over 1 ms."""
+    of their own), and how long after its tick each of the others was grabbed, where that was over 1 ms;
+    and the ticks the file leaves out (seconds from its start: repeats the encoder, behind, did not write)."""
 
     repeats: frozenset[int] = frozenset()
     late_ns: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    left_out_s: tuple[float, ...] = ()
 
 
 def recorder_grabs(frames: Sequence[Frame], stats: Mapping[str, Any]) -> Grabs:
@@ -300,7 +302,8 @@ def recorder_grabs(frames: Sequence[Frame], stats: Mapping[str, Any]) -> Grabs:
     ticks = {pts + k for pts, n in enc.get("repeat_runs") or [] for k in range(n)}
     late = {pts: us * 1000 for pts, us in enc.get("late_grabs") or []}
     at = {round(f.time * fps): f.index for f in frames}
-    return Grabs(frozenset(at[t] for t in ticks if t in at), {at[t]: ns for t, ns in late.items() if t in at})
+    gaps = tuple(t / fps for t in range(min(at), max(at)) if t not in at) if at else ()
+    return Grabs(frozenset(at[t] for t in ticks if t in at), {at[t]: ns for t, ns in late.items() if t in at}, gaps)
 
 
 def repeats_not_held(frames: Sequence[Frame], grabs: Grabs) -> list[int]:
@@ -322,7 +325,7 @@ def attribute_missing(frames: Sequence[Frame], info: Mapping[str, Any], base_tim
     recorder when it was on screen from ``tolerance_ms`` before to ``tolerance_ms`` after some frame's
     instant (so even a late grab would have seen it); otherwise the screen was late. With the recorder's
     ``grabs`` (``recorder_grabs``), a frame's instant is when it was grabbed, and a state on screen only at
-    the tick of a repeat or of a grab made after it is ``counted`` (the recorder said it was late there).
+    the tick of a repeat, of a grab made after it or of a tick left out is ``counted`` (the recorder said so).
     """
     states = sorted({f.state for f in frames if f.state is not None})
     if not states:
@@ -333,7 +336,8 @@ def attribute_missing(frames: Sequence[Frame], info: Mapping[str, Any], base_tim
     base = np.float64(base_time_ns)
     grabbed = _instants([base + f.time * 1e9 + grabs.late_ns.get(f.index, 0) for f in frames
                          if f.index not in grabs.repeats])  # fmt: skip
-    said = _instants([base + f.time * 1e9 for f in frames if f.index in grabs.repeats or f.index in grabs.late_ns])
+    said = _instants([base + f.time * 1e9 for f in frames if f.index in grabs.repeats or f.index in grabs.late_ns]
+                     + [base + t * 1e9 for t in grabs.left_out_s])  # fmt: skip
     tol = tolerance_ms * 1e6
     recorder = counted = 0
     for n in missing:
