@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what framepipe needs on Debian/Ubuntu: the system packages that are
-# missing (Xvfb, ffmpeg, PulseAudio, PortAudio, libxcb-shm), then the package
+# missing (Xvfb, ffmpeg, PulseAudio, PortAudio, libxcb-shm; nginx-rtmp, sway and
+# xdotool for the tests), then the package
 # itself with its test tools in a virtual environment at .venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(xvfb ffmpeg pulseaudio libportaudio2 libxcb1 libxcb-shm0 python3-venv nginx libnginx-mod-rtmp sway xwayland x11-xserver-utils)
+packages=(xvfb ffmpeg pulseaudio libportaudio2 libxcb1 libxcb-shm0 python3-venv nginx libnginx-mod-rtmp sway xwayland x11-xserver-utils xdotool)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
