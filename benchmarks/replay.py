@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-every", type=float, default=120.0, help="seconds between saves (default 120)")
     parser.add_argument("--heavy", action="store_true", help="add a large noisy moving area (a real bitrate)")
     parser.add_argument("--bitrate", type=int, help="cap the video bitrate (kb/s), as a stream would")
-    parser.add_argument("--md", type=Path, default=Path("benchmarks/REPLAY.md"))
+    parser.add_argument("--md", type=Path, default=Path(__file__).parent / "REPLAY.md")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fp-replay-") as tmp:

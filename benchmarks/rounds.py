@@ -121,7 +121,8 @@ def bench_parser(doc: str | None, name: str, report: str, rounds_help: str) -> a
     parser.add_argument("--rounds", type=int, default=3, help=f"{rounds_help} (default 3)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each CPU recording (default 20)")
     parser.add_argument("--out", type=Path, default=Path(f"bench-out/{name}"), help="recordings, logs")
-    parser.add_argument("--md", type=Path, default=Path(f"benchmarks/{report}.md"), help="markdown report")
+    parser.add_argument("--md", type=Path, default=Path(__file__).parent / f"{report}.md",
+                        help="markdown report (default: beside this script, from any folder)")  # fmt: skip
     parser.add_argument("--json", type=Path, help=f"JSON of every figure (default: {name}.json in --out)")
     return parser
 

@@ -133,7 +133,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds each recording lasts (default 20)")
     parser.add_argument("--hog-cpu", type=int, default=0, help="the CPU the busy loop is pinned to (default 0)")
     parser.add_argument("--out", type=Path, default=Path("tune-hog-out"), help="recordings, logs, JSON")
-    parser.add_argument("--report", type=Path, default=Path("benchmarks/TUNE.md"), help="markdown report")
+    parser.add_argument("--report", type=Path, default=Path(__file__).parent / "TUNE.md", help="markdown report")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     config_home = (args.out / "config").resolve()
