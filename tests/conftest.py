@@ -123,8 +123,8 @@ def decodes_cleanly(path: Path) -> str:
 
 
 def assert_recorder_lost_nothing(frames: list[judge.Frame], screen_info: Path, stats: dict[str, Any],
-                                 shift_s: float = 0.0, unseen: int = 0,
-                                 main_file: bool = False) -> judge.Report:  # fmt: skip
+                                 shift_s: float = 0.0, unseen: int = 0, main_file: bool = False,
+                                 whole: bool = True) -> judge.Report:  # fmt: skip
     """What is missing from ``frames`` was painted too late to be seen (the test screen's own lateness on a
     loaded machine) or is a swap, never the recorder's loss unsaid. ``shift_s`` moves file times back onto
     the recording's running time (the pauses before a part); ``unseen``: states the test knows were not on
@@ -132,13 +132,14 @@ def assert_recorder_lost_nothing(frames: list[judge.Frame], screen_info: Path, s
     ``main_file``: the frames are the recording's own file, whose ticks the encoder's stats name (its repeats,
     its late grabs, the repeats it left out): a state seen only at a tick the recorder said it repeated (a wake
     late, a full ring), grabbed late or left out is its counted loss; each repeat it names must show the held
-    picture indeed, and the ticks the file leaves out are as many as it said."""
+    picture indeed, and the ticks the file leaves out are as many as it said (``whole``: ``frames`` are all of it;
+    a caller judging a file in parts sums the parts' ``left_out_s`` instead)."""
     info = load_info(screen_info)
     painter = json.loads(Path(f"{screen_info}.stats").read_text())
     report = judge.judge(frames, 1 / float(info["fps"]))
     grabs = judge.recorder_grabs(frames, stats) if main_file else judge.Grabs()
     assert not judge.repeats_not_held(frames, grabs), (judge.repeats_not_held(frames, grabs), report.summary())
-    if main_file:
+    if main_file and whole:
         assert len(grabs.left_out_s) == stats["frames"]["repeats_not_written"], (report.summary(), stats["frames"])
     moved = [dataclasses.replace(f, time=f.time + shift_s) for f in frames]
     blame = judge.attribute_missing(moved, info, stats["base_time_ns"], painter, grabs=grabs)

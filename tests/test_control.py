@@ -55,13 +55,16 @@ def start_recording(out: Path, *flags: str, display: str, env: dict[str, str] | 
 
 
 def assert_nothing_lost(frames: list[judge.Frame], stats: dict[str, Any], screen_info: Path) -> None:
-    """No frame lost inside any recorded part; each part's file times moved back by the pauses before it."""
-    shift = 0.0
+    """No frame lost inside any recorded part; each part's file times moved back by the pauses before it; the
+    ticks the parts leave out, all together, as many as the encoder said."""
+    shift, left_out = 0.0, 0
     spans = stats["pause_spans_s"]
     for k, part in enumerate(avsync.pieces(frames)):
         if k:
             shift += spans[k - 1][1] - spans[k - 1][0]
-        assert_recorder_lost_nothing(part, screen_info, stats, shift, main_file=True)
+        assert_recorder_lost_nothing(part, screen_info, stats, shift, main_file=True, whole=False)
+        left_out += len(judge.recorder_grabs(part, stats).left_out_s)
+    assert left_out == stats["frames"]["repeats_not_written"], stats["frames"]
 
 
 def jumps(frames: list[judge.Frame]) -> list[tuple[judge.Frame, judge.Frame]]:
