@@ -128,6 +128,7 @@ class Frame:
     seq: int
     capture_ns: int  # running time at grab
     flags: int
+    grab_ns: int = 0  # the picture was made between capture_ns and capture_ns + grab_ns (the X server's copy)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class Encode:
     seq: int
     pts: int
     capture_ns: int
+    grab_ns: int = 0
 
 
 @dataclass(frozen=True)

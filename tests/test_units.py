@@ -380,3 +380,34 @@ def test_a_state_seen_only_at_a_tick_the_file_leaves_out_is_a_counted_loss() -> 
     blame = judge.attribute_missing(frames, info, 50_000_000, {}, grabs=grabs)
     assert (blame.recorder_lost, blame.counted, blame.screen_late) == (0, 2, 0)
     assert judge.attribute_missing(frames, info, 50_000_000, {}).screen_late == 2  # without the stats: the screen's
+
+
+def test_a_state_is_on_screen_until_the_next_paint_begins_not_until_its_late_done() -> None:
+    from framepipe.proof import judge
+
+    info = {"base_ns": 0, "fps": 10.0}
+    # state 1 painted 60 ms late; state 2 begun on time (200 ms) but its done came 80 ms late (the painter
+    # descheduled past the server's reply): the grab at 250 ms that shows 2 saw it, so 1 is the screen's
+    frames = [judge.Frame(i, t, s, s) for i, (t, s) in enumerate(((0.05, 0), (0.15, 0), (0.25, 2), (0.35, 3)))]
+    painter = {"paint_delay_us": [1000, 60_000, 80_000, 1000], "paint_start_us": [0, 59_000, 0, 0]}
+    assert judge.on_screen_ns(1, info, painter) == (160_000_000, 200_000_000)
+    assert judge.on_screen_ns(1, info, {"paint_delay_us": [0, None]}) is None  # skipped: never on screen
+    blame = judge.attribute_missing(frames, info, 0, painter)
+    assert (blame.recorder_lost, blame.screen_late) == (0, 1)
+    done_only = {"paint_delay_us": painter["paint_delay_us"]}  # older stats: to the next paint's done, 280 ms
+    assert judge.attribute_missing(frames, info, 0, done_only).recorder_lost == 1
+
+
+def test_a_grab_whose_picture_the_server_made_late_is_a_counted_loss_not_an_unsaid_one() -> None:
+    from framepipe.proof import judge
+
+    fps, info = 10.0, {"base_ns": 0, "fps": 10.0}
+    # tick 1 asked on time (150 ms) but the X server made its picture 60 ms later: it shows state 2
+    frames = [judge.Frame(i, i / fps, s, s) for i, s in enumerate((0, 2, 3))]
+    stats = {"fps": fps, "stages": {"encode": {"stats": {"late_grabs": [[1, 0, 60_000]]}}}}
+    grabs = judge.recorder_grabs(frames, stats)
+    assert grabs.window_ns == {1: 60_000_000} and grabs.late_ns == {1: 0}
+    blame = judge.attribute_missing(frames, info, 50_000_000, {}, grabs=grabs)
+    assert (blame.recorder_lost, blame.counted) == (0, 1)
+    asked_only = judge.recorder_grabs(frames, {**stats, "stages": {"encode": {"stats": {"late_grabs": [[1, 0]]}}}})
+    assert judge.attribute_missing(frames, info, 50_000_000, {}, grabs=asked_only).recorder_lost == 1

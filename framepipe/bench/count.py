@@ -71,11 +71,10 @@ def wrap_offset(frames: Sequence[judge.Frame], info: Mapping[str, Any], base_tim
 
 def seeable(n: int, info: Mapping[str, Any], painter: Mapping[str, Any] | None, grid_ns: int, frames: int) -> bool:
     """True if state ``n`` was on screen, with a margin, at one of ``frames`` instants ``grid_ns + k / fps``."""
-    delays = painter.get("paint_delay_us") if painter is not None else None
-    if delays is not None and 0 <= n < len(delays) and delays[n] is None:
+    shown_ns = judge.on_screen_ns(n, info, painter)
+    if shown_ns is None:
         return False  # the test screen skipped it
-    start = judge.paint_time_ns(n, info, painter) + TOLERANCE_NS
-    end = judge.paint_time_ns(n + 1, info, painter) - TOLERANCE_NS
+    start, end = shown_ns[0] + TOLERANCE_NS, shown_ns[1] - TOLERANCE_NS
     period = 1e9 / float(info["fps"])
     k = max(0, math.ceil((start - grid_ns) / period))
     return k < frames and grid_ns + k * period <= end

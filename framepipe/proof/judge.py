@@ -271,6 +271,20 @@ def paint_time_ns(n: int, info: Mapping[str, Any], stats: Mapping[str, Any] | No
     return t
 
 
+def on_screen_ns(n: int, info: Mapping[str, Any], stats: Mapping[str, Any] | None = None) -> tuple[float, float] | None:
+    """When state ``n`` was on screen for certain: from its paint done (after XSync) to the moment the paint of
+    ``n + 1`` began (it cannot show before; the done time after it may come late, the painter descheduled past
+    the server's reply). Older stats without begin times: to the paint of ``n + 1`` done. None: skipped."""
+    delays = stats.get("paint_delay_us") if stats is not None else None
+    if delays is not None and 0 <= n < len(delays) and delays[n] is None:
+        return None
+    starts = (stats.get("paint_start_us") if stats is not None else None) or []
+    begun = starts[n + 1] if 0 <= n + 1 < len(starts) else None
+    if begun is None:
+        return paint_time_ns(n, info, stats), paint_time_ns(n + 1, info, stats)
+    return paint_time_ns(n, info, stats), int(info["base_ns"]) + (n + 1) * 1e9 / float(info["fps"]) + begun * 1000
+
+
 @dataclass(frozen=True)
 class Attribution:
     """Who lost the missing states: the recorder unsaid, the screen (painted too late to be seen), or the
@@ -284,12 +298,14 @@ class Attribution:
 @dataclass(frozen=True)
 class Grabs:
     """What the recorder's stats say of the file's frames (by index): which repeat the held picture (no grab
-    of their own), and how long after its tick each of the others was grabbed, where that was over 1 ms;
-    and the ticks the file leaves out (seconds from its start: repeats the encoder, behind, did not write)."""
+    of their own), and how long after its tick each of the others was grabbed and within how long more its
+    picture was made (the X server's copy), where that ended over 1 ms after the tick; and the ticks the file
+    leaves out (seconds from its start: repeats the encoder, behind, did not write)."""
 
     repeats: frozenset[int] = frozenset()
     late_ns: Mapping[int, int] = dataclasses.field(default_factory=dict)
     left_out_s: tuple[float, ...] = ()
+    window_ns: Mapping[int, int] = dataclasses.field(default_factory=dict)
 
 
 def recorder_grabs(frames: Sequence[Frame], stats: Mapping[str, Any]) -> Grabs:
@@ -300,10 +316,11 @@ def recorder_grabs(frames: Sequence[Frame], stats: Mapping[str, Any]) -> Grabs:
     if not fps:
         return Grabs()
     ticks = {pts + k for pts, n in enc.get("repeat_runs") or [] for k in range(n)}
-    late = {pts: us * 1000 for pts, us in enc.get("late_grabs") or []}
+    late = {pts: (us * 1000, window[0] * 1000 if window else 0) for pts, us, *window in enc.get("late_grabs") or []}
     at = {round(f.time * fps): f.index for f in frames}
     gaps = tuple(t / fps for t in range(min(at), max(at)) if t not in at) if at else ()
-    return Grabs(frozenset(at[t] for t in ticks if t in at), {at[t]: ns for t, ns in late.items() if t in at}, gaps)
+    return Grabs(frozenset(at[t] for t in ticks if t in at), {at[t]: ns for t, (ns, _) in late.items() if t in at},
+                 gaps, {at[t]: ns for t, (_, ns) in late.items() if t in at and ns})  # fmt: skip
 
 
 def repeats_not_held(frames: Sequence[Frame], grabs: Grabs) -> list[int]:
@@ -322,10 +339,11 @@ def attribute_missing(frames: Sequence[Frame], info: Mapping[str, Any], base_tim
     """Split the missing states by cause, using the recorder's capture instants and measured paint times.
 
     Frame ``i`` stands for the screen at ``base_time_ns + time_i``. A missing state counts against the
-    recorder when it was on screen from ``tolerance_ms`` before to ``tolerance_ms`` after some frame's
-    instant (so even a late grab would have seen it); otherwise the screen was late. With the recorder's
-    ``grabs`` (``recorder_grabs``), a frame's instant is when it was grabbed, and a state on screen only at
-    the tick of a repeat, of a grab made after it or of a tick left out is ``counted`` (the recorder said so).
+    recorder when it was on screen (``on_screen_ns``) from ``tolerance_ms`` before to ``tolerance_ms`` after
+    some frame's instant (so even a late grab would have seen it); otherwise the screen was late. With the
+    recorder's ``grabs`` (``recorder_grabs``), a frame's instant is when it was grabbed, through the window in
+    which the server made its picture; a state on screen only at the tick of a repeat or of a tick left out,
+    or between the tick of a late grab and its picture, is ``counted`` (the recorder said so).
     """
     states = sorted({f.state for f in frames if f.state is not None})
     if not states:
@@ -334,35 +352,34 @@ def attribute_missing(frames: Sequence[Frame], info: Mapping[str, Any], base_tim
     shown = set(states)
     missing = [n for n in range(states[0], states[-1] + 1) if n not in shown]
     base = np.float64(base_time_ns)
-    grabbed = _instants([base + f.time * 1e9 + grabs.late_ns.get(f.index, 0) for f in frames
-                         if f.index not in grabs.repeats])  # fmt: skip
-    said = _instants([base + f.time * 1e9 for f in frames if f.index in grabs.repeats or f.index in grabs.late_ns]
-                     + [base + t * 1e9 for t in grabs.left_out_s])  # fmt: skip
+
+    def tick(f: Frame) -> float:
+        return float(base + f.time * 1e9)
+
+    def made(f: Frame) -> tuple[float, float]:  # when its picture was made: from its grab to the server's copy
+        t = tick(f) + grabs.late_ns.get(f.index, 0)
+        return t, t + grabs.window_ns.get(f.index, 0)
+
+    grabbed = _spans([made(f) for f in frames if f.index not in grabs.repeats])
+    said = _spans([(tick(f), tick(f)) for f in frames if f.index in grabs.repeats]
+                  + [(tick(f), made(f)[1]) for f in frames if f.index in grabs.late_ns or f.index in grabs.window_ns]
+                  + [(float(base + t * 1e9),) * 2 for t in grabs.left_out_s])  # fmt: skip
     tol = tolerance_ms * 1e6
     recorder = counted = 0
     for n in missing:
-        start, end = paint_time_ns(n, info, stats), paint_time_ns(n + 1, info, stats)
-        if any(d is None for d in _delays(stats, n)):
+        shown_ns = on_screen_ns(n, info, stats)
+        if shown_ns is None:
             continue  # the painter skipped it: never on screen
-        if _any_within(grabbed, start + tol, end - tol):
+        low, high = shown_ns[0] + tol, shown_ns[1] - tol
+        if np.any((grabbed[:, 0] >= low) & (grabbed[:, 1] <= high)):  # a picture made wholly while it showed
             recorder += 1
-        elif _any_within(said, start + tol, end - tol):
+        elif np.any((said[:, 0] <= high) & (said[:, 1] >= low)):
             counted += 1
     return Attribution(recorder, len(missing) - recorder - counted, counted)
 
 
-def _instants(times: Sequence[Any]) -> np.ndarray:
-    return np.sort(np.array(times, dtype=np.float64))
-
-
-def _any_within(instants: np.ndarray, low: float, high: float) -> bool:
-    i = int(np.searchsorted(instants, low))
-    return i < instants.size and instants[i] <= high
-
-
-def _delays(stats: Mapping[str, Any], n: int) -> list[Any]:
-    delays = stats.get("paint_delay_us") or []
-    return [delays[n] if 0 <= n < len(delays) else 0]
+def _spans(spans: Sequence[tuple[float, float]]) -> np.ndarray:
+    return np.array(spans, dtype=np.float64).reshape(-1, 2)
 
 
 def timestamp_errors(frames: Sequence[Frame], info: Mapping[str, Any], base_time_ns: int,

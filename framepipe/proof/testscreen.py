@@ -355,6 +355,7 @@ def run(config: TestscreenConfig) -> dict[str, Any]:
             })
         end = base + int(config.duration_s * NS_PER_S) if config.duration_s is not None else None
         delays: list[int | None] = []  # per state n: paint done (after XSync) minus deadline, in us
+        starts: list[int | None] = []  # per state n: paint begun minus deadline, in us (it cannot show before)
         skipped = 0
         n = 0
         while not stop and (end is None or deadline(n) < end):
@@ -364,7 +365,9 @@ def run(config: TestscreenConfig) -> dict[str, Any]:
                 k = ((now - base) * fps.numerator) // (NS_PER_S * fps.denominator)
                 skipped += k - n
                 delays.extend([None] * (k - n))
+                starts.extend([None] * (k - n))
                 n = k
+            starts.append((now_ns() - deadline(n)) // 1000)
             painter.paint(n)
             delays.append((now_ns() - deadline(n)) // 1000)
             n += 1
@@ -375,7 +378,7 @@ def run(config: TestscreenConfig) -> dict[str, Any]:
         "paints": int(done.size), "skipped": skipped, "last_n": n - 1,
         "delay_p50_us": float(np.median(done)) if done.size else None,
         "delay_max_us": int(done.max()) if done.size else None,
-        "paint_delay_us": delays,
+        "paint_delay_us": delays, "paint_start_us": starts,
     }
     if config.info_path is not None:
         _write_json(Path(f"{config.info_path}.stats"), stats)

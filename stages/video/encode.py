@@ -58,7 +58,7 @@ ADAPT_BEHIND = 3  # ADAPTIVE threads: this many frames waiting in the ring (slic
 SHED_HIGH = 0.5  # "shed" policy: start encoding every other frame when the ring is this full ...
 SHED_LOW = 0.2  # ... and stop once it has drained to this
 REPEAT_RUNS = 512  # the file ticks written as repeats are kept as this many runs (then only counted) ...
-LATE_GRABS = 2048  # ... and the frames grabbed over LATE_GRAB_NS after their tick, as many as this
+LATE_GRABS = 2048  # ... and the frames grabbed (their picture made by) over LATE_GRAB_NS after their tick
 LATE_GRAB_NS = 1_000_000
 
 
@@ -213,7 +213,7 @@ class Encoder(Stage):
         self.capture_of_pts: dict[int, int] = {}
         self.unwritten_end: int | None = None  # the last tick, when it was a repeat left out
         self.repeat_runs: list[list[int]] = []  # [file tick, n]: where the file shows the held picture again
-        self.late_grabs: list[list[int]] = []  # [file tick, us]: frames grabbed this long after their tick
+        self.late_grabs: list[list[int]] = []  # [file tick, us, us]: grabbed this long after the tick, made within
         self.latency_hist = np.zeros(LATENCY_BINS, np.int64)  # bounded memory for hours of recording
         self.pauses = PauseSchedule()
         self.counts = {
@@ -368,7 +368,8 @@ class Encoder(Stage):
             if self.overlay is not None:  # the camera's newest picture, into the converted planes
                 self.overlay.paste(self.last, message.capture_ns)
             self._release(message.slot, message.seq)  # converted: the slot can go back to capture now
-            self._encode(message.pts, late_ns=message.capture_ns - round(message.pts * self.ns_per_pts))
+            late_ns = message.capture_ns - round(message.pts * self.ns_per_pts)
+            self._encode(message.pts, late_ns=late_ns, grab_ns=message.grab_ns)
             self.counts["encoded"] += 1
         elif isinstance(message, msg.Repeat):
             if self._paused(message.pts):
@@ -416,9 +417,10 @@ class Encoder(Stage):
             self.counts["seq_mismatch"] += 1
         self.ring.release()
 
-    def _encode(self, pts: int, repeat: bool = False, late_ns: int = 0) -> None:
+    def _encode(self, pts: int, repeat: bool = False, late_ns: int = 0, grab_ns: int = 0) -> None:
         """Encode the held picture at running-time tick ``pts``, shifted back by the paused time before it;
-        a ``repeat`` (no new grab for that tick), or a grab ``late_ns`` after its tick, is noted by file tick."""
+        a ``repeat`` (no new grab for that tick), or a grab ``late_ns`` after its tick whose picture was made
+        within ``grab_ns`` more (the X server's copy), ending over 1 ms after the tick, is noted by file tick."""
         self.unwritten_end = None
         if self.last is None:
             return
@@ -426,8 +428,8 @@ class Encoder(Stage):
         out_pts = pts - round(shift / self.ns_per_pts)
         if repeat:
             self._note_repeat(out_pts)
-        elif late_ns > LATE_GRAB_NS and len(self.late_grabs) < LATE_GRABS:
-            self.late_grabs.append([out_pts, late_ns // 1000])
+        elif late_ns + grab_ns > LATE_GRAB_NS and len(self.late_grabs) < LATE_GRABS:
+            self.late_grabs.append([out_pts, late_ns // 1000, grab_ns // 1000])
         if pts in self.capture_of_pts:
             self.capture_of_pts[out_pts] = self.capture_of_pts.pop(pts)
         self.last.pts = out_pts

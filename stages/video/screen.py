@@ -191,7 +191,7 @@ class ScreenCapture(Source):
             "ring_peak": 0,
             "recorded_ns": 0,
         }
-        self.grab_ns_total = self.convert_ns_total = 0
+        self.grab_ns_total = self.convert_ns_total = self.grabbed_at = 0
         self.grabber = self._open_grabber()
         if self.target is not self.ring:
             self.converter = Converter(self.target, self.ring, g.width, g.height)
@@ -202,12 +202,15 @@ class ScreenCapture(Source):
         return {"rect": self.rect, "backend": backend}
 
     def _fill(self, slot: int) -> bool:
-        """The picture now into ``slot``: grabbed there, or grabbed into the staging slot and converted."""
+        """The picture now into ``slot``: grabbed there, or grabbed into the staging slot and converted;
+        ``grabbed_at`` is when the grabber returned (the picture was made by then)."""
         if self.converter is None:
-            return self.grabber.grab(slot)
+            fresh = self.grabber.grab(slot)
+            self.grabbed_at = now_ns()
+            return fresh
         if not self.grabber.grab(0):
             return False
-        t0 = now_ns()
+        t0 = self.grabbed_at = now_ns()
         self.converter.convert(slot)
         self.convert_ns_total += now_ns() - t0
         return True
@@ -282,10 +285,11 @@ class ScreenCapture(Source):
         """Stamp the slot just filled and send its descriptor downstream."""
         shown = getattr(self.grabber, "last_capture_ns", None)  # when the picture was made, if the grabber knows
         capture_ns = (t0 if shown is None else shown) - self.base_time
+        window = self.grabbed_at - t0 if shown is None else 0  # made in [t0, returned]; a grabber that knows: 0
         g = self.target.geometry
         pixfmt, stride = (PIXFMT_I420, g.width) if self.converter else (PIXFMT_BGRA, g.stride)
         self.ring.write_header(slot, SlotHeader(self.seq, capture_ns, g.width, g.height, stride, pixfmt, self.flags))
-        self.ctx.send("frames", msg.Frame(slot, self.seq, capture_ns, self.flags))
+        self.ctx.send("frames", msg.Frame(slot, self.seq, capture_ns, self.flags, window))
         self.counts["captured"] += 1
         self.counts["ring_peak"] = max(self.counts["ring_peak"], self.ring.fill())
         self.grab_ns_total += grabbed

@@ -46,7 +46,7 @@ class Timeline:
         pts = max(nxt, math.floor(t))
         out: list[msg.Message] = [msg.Repeat(p) for p in range(nxt, pts)] if self.last_pts is not None else []
         self.repeats += len(out)
-        out.append(msg.Encode(frame.slot, frame.seq, pts, frame.capture_ns))
+        out.append(msg.Encode(frame.slot, frame.seq, pts, frame.capture_ns, frame.grab_ns))
         self.last_pts = pts
         self.frames += 1
         return out
@@ -67,7 +67,7 @@ class Timeline:
             pts = self.last_pts + 1
         self.last_pts = pts
         self.frames += 1
-        return [msg.Encode(frame.slot, frame.seq, pts, frame.capture_ns)]
+        return [msg.Encode(frame.slot, frame.seq, pts, frame.capture_ns, frame.grab_ns)]
 
 
 class Timestamper(Stage):
