@@ -87,11 +87,11 @@ class EncodeConfig(StageConfig):
     preset: str = _opt("ultrafast")  # encoder speed preset (libx264: ultrafast ... veryslow)
     crf: int = _opt(23, lo=0, hi=51)  # constant rate factor: lower is better quality, bigger file
     threads: int = _opt(0, lo=0, hi=64)  # encoder threads; 0: automatic
-    thread_type: str = _opt("FRAME", choices=("FRAME", "SLICE", "ADAPTIVE", "AUTO"))  # how the encoder splits
-    # work: slices hold one frame (p99 42-48 ms at 1080p60 against 74 for frames) but fall behind on the
-    # heaviest content on 2 cores; ADAPTIVE: slices, and frame threads from the moment 3 frames wait in the
-    # ring (libx264 ultrafast: no B-frames; otherwise FRAME), which may lose a few frames as it switches
-    # where frame threads themselves barely keep up (NOTES.md, LATENCY.md)
+    thread_type: str = _opt("ADAPTIVE", choices=("FRAME", "SLICE", "ADAPTIVE", "AUTO"))  # how the encoder
+    # splits work: slices hold one frame (p99 33-38 ms at 1080p60 against 61-74 for frames, at the same CPU)
+    # but may fall behind on the heaviest content of a slow machine; ADAPTIVE (default): slices, and frame
+    # threads from the moment 3 frames wait in the ring (libx264 ultrafast: no B-frames; otherwise FRAME),
+    # which may lose a few frames as it switches where frame threads themselves barely keep up (NOTES.md)
     gop_seconds: float = _opt(0.0, lo=0.0, hi=10)  # keyframe interval (a crash loses at most this much);
     # 0: automatic, 1 s, or 2 s when a stream is an output (what streaming services ask for)
     max_kbps: int = _opt(0, lo=0, hi=500_000)  # video bitrate cap (x264 VBV maxrate, buffer 2 s);
