@@ -125,6 +125,12 @@ def starting_line(waiting: list[str]) -> str:
     return f"○ starting: waiting for {', '.join(waiting) or 'the go'}{why}; Ctrl+C now records nothing"
 
 
+def _rate(then_ns: int, then: int, at_ns: int, count: int) -> float:
+    """``count`` less ``then`` a second, over the time between them (0 for a span under 0.25 s)."""
+    span = (at_ns - then_ns) / NS_PER_S
+    return (count - then) / span if span > 0.25 else 0.0
+
+
 class StatusLine:
     """One live line on the terminal (supervisor): time recorded, frames captured and written a second over
     the last second (not since the start: that ratio lags by the encoder's latency), drops, ring fill;
@@ -135,7 +141,8 @@ class StatusLine:
         self.enabled = enabled
         self.last = 0
         self.shown = False
-        self.history: deque[tuple[int, int, int]] = deque(maxlen=3)  # (clock ns, captured, written), 0.5 s apart
+        # (when the screen's stats came, captured, when the encoder's came, written), looked at 0.5 s apart
+        self.history: deque[tuple[int, int, int, int]] = deque(maxlen=3)
 
     def __call__(self, sup: Supervisor) -> None:
         now = now_ns()
@@ -148,13 +155,15 @@ class StatusLine:
         self._show(self.line(sup, now))
 
     def line(self, sup: Supervisor, now: int) -> str:
-        screen = sup.outcome.stages["screen"].stats
-        written = sup.outcome.stages["encode"].stats.get("packets", 0) if "encode" in sup.outcome.stages else 0
-        self.history.append((now, screen.get("captured", 0), written))
-        then, captured0, written0 = self.history[0]
-        span = (now - then) / NS_PER_S
-        rate_in = (screen.get("captured", 0) - captured0) / span if span > 0.25 else 0.0
-        rate_out = (written - written0) / span if span > 0.25 else 0.0
+        grab = sup.outcome.stages["screen"]
+        screen = grab.stats
+        enc = sup.outcome.stages.get("encode")
+        written, written_ns = (enc.stats.get("packets", 0), enc.stats_ns) if enc is not None else (0, 0)
+        self.history.append((grab.stats_ns, screen.get("captured", 0), written_ns, written))
+        old, new = self.history[0], self.history[-1]
+        # each count over the time between the two stats messages it came in (a stage's stats come every
+        # 0.5 s at its own phase: over the line's own clock, one more or one fewer message read 73 or 48 fps)
+        rate_in, rate_out = _rate(old[0], old[1], new[0], new[1]), _rate(old[2], old[3], new[2], new[3])
         dropped = screen.get("dropped_ring_full", 0) + screen.get("dropped_late", 0)
         fill = screen.get("ring_fill", 0)
         slots = screen.get("ring_slots", 1) or 1

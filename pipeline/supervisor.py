@@ -52,6 +52,7 @@ class StageRecord:
     state: str = StageState.STARTING.value
     info: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    stats_ns: int = 0  # when its last stats came (the clock's ns): rates are taken between these
     started: bool = False  # Start was sent
     peak_private_mb: float = 0.0
     cpu_s: float = 0.0
@@ -344,6 +345,7 @@ class Supervisor:
                 self._go(record)
         elif isinstance(message, msg.Stats):
             record.stats.update(message.values)
+            record.stats_ns = now_ns()
         elif isinstance(message, msg.Warning):
             self.outcome.warnings.append(f"{name}: {message.text}")
             self.on_message(f"framepipe: warning: {name}: {message.text}")

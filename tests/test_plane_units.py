@@ -141,16 +141,30 @@ def test_the_live_line_shows_the_last_second_and_fits_the_terminal(capsys: pytes
 
     from framepipe import record
 
-    screen = SimpleNamespace(state="running", stats={"captured": 0, "ring_fill": 1, "ring_slots": 60})
-    encode = SimpleNamespace(state="running", stats={"packets": 0})
+    screen = SimpleNamespace(state="running", stats={"captured": 0, "ring_fill": 1, "ring_slots": 60}, stats_ns=0)
+    encode = SimpleNamespace(state="running", stats={"packets": 0}, stats_ns=0)
     sup = SimpleNamespace(outcome=SimpleNamespace(base_time=1, stages={"screen": screen, "encode": encode}),
                           steering=None)  # fmt: skip
     line = record.StatusLine(60, enabled=True)
+    half = 500_000_000
     for step in range(6):  # every 0.5 s: 30 more frames captured, the encoder 90 behind (its latency)
-        screen.stats["captured"] = 30 * step
-        encode.stats["packets"] = max(0, 30 * step - 90)
-        text = line.line(sup, 1 + step * 500_000_000)  # type: ignore[arg-type]
+        screen.stats["captured"], screen.stats_ns = 30 * step, step * half
+        encode.stats["packets"], encode.stats_ns = max(0, 30 * step - 90), step * half
+        text = line.line(sup, 1 + step * half)  # type: ignore[arg-type]
     assert " 60 fps in,  60 written" in text, text  # a ratio since the start would say 24 written
+    # each stage sends its stats when due, a little over 0.5 s apart (here 31 and 32 frames): now and then a
+    # look finds one message more, or one fewer, than a second holds; over the messages' own times, still 60
+    line = record.StatusLine(60, enabled=True)
+    seen = set()
+    for look in range(2, 40):
+        at = look * half
+        shot, packed = at - at % 516_666_667, at - at % 533_333_333
+        screen.stats["captured"], screen.stats_ns = round(60 * shot / 1e9), shot
+        encode.stats["packets"], encode.stats_ns = round(60 * packed / 1e9) - 90, packed
+        text = line.line(sup, at)  # type: ignore[arg-type]
+        if look >= 8:
+            seen.add(text.split("  dropped")[0].split("s  ")[1])
+    assert seen == {" 60 fps in,  60 written"}, seen
     monkeypatch.setenv("COLUMNS", "40")
     line._show(text)
     shown = capsys.readouterr().err
