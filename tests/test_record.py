@@ -173,7 +173,10 @@ def test_a_capture_that_stalls_is_counted_where_the_file_repeats(virtual_screen:
     report = assert_recorder_lost_nothing(frames, info_path, stats, main_file=True)  # the repeats are the held
     late = stats["frames"]["dropped_by_reason"]["capture_late"]  # picture, what is missing is theirs
     runs = stats["stages"]["encode"]["stats"]["repeat_runs"]
-    assert late >= 10 and max((n for _, n in runs), default=0) >= late, (late, runs)  # one run: the stall's
+    # one run of 10 or more: the stall's; every late tick repeats in the file (another wake late on a loaded
+    # machine is a run of its own: CI's stop 22 had [[184, 14], [215, 1]] for 15)
+    assert late >= 10 and max((n for _, n in runs), default=0) >= 10, (late, runs)
+    assert sum(n for _, n in runs) >= late, (late, runs)
     assert stats["frames"]["dropped"] == late and stats["frames"]["written"] == report.frames_written
     assert abs(report.frames_written - 300) <= 2 and report.unreadable == 0, report.summary()
     print(f"\nfp-screen stopped 0.25 s: {report.summary()}; capture_late {late}, repeat runs {runs}")
