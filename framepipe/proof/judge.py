@@ -275,14 +275,14 @@ def on_screen_ns(n: int, info: Mapping[str, Any], stats: Mapping[str, Any] | Non
     """When state ``n`` was on screen for certain: from its paint done (after XSync) to the moment the paint of
     ``n + 1`` began (it cannot show before; the done time after it may come late, the painter descheduled past
     the server's reply). Older stats without begin times: to the paint of ``n + 1`` done. None: skipped."""
-    delays = stats.get("paint_delay_us") if stats is not None else None
-    if delays is not None and 0 <= n < len(delays) and delays[n] is None:
+    stats = stats or {}
+    delays = stats.get("paint_delay_us") or []
+    if 0 <= n < len(delays) and delays[n] is None:
         return None
-    starts = (stats.get("paint_start_us") if stats is not None else None) or []
+    starts = stats.get("paint_start_us") or []
     begun = starts[n + 1] if 0 <= n + 1 < len(starts) else None
-    if begun is None:
-        return paint_time_ns(n, info, stats), paint_time_ns(n + 1, info, stats)
-    return paint_time_ns(n, info, stats), int(info["base_ns"]) + (n + 1) * 1e9 / float(info["fps"]) + begun * 1000
+    end = paint_time_ns(n + 1, info, stats) if begun is None else paint_time_ns(n + 1, info) + begun * 1000
+    return paint_time_ns(n, info, stats), end
 
 
 @dataclass(frozen=True)
@@ -362,7 +362,7 @@ def attribute_missing(frames: Sequence[Frame], info: Mapping[str, Any], base_tim
 
     grabbed = _spans([made(f) for f in frames if f.index not in grabs.repeats])
     said = _spans([(tick(f), tick(f)) for f in frames if f.index in grabs.repeats]
-                  + [(tick(f), made(f)[1]) for f in frames if f.index in grabs.late_ns or f.index in grabs.window_ns]
+                  + [(tick(f), made(f)[1]) for f in frames if f.index in grabs.late_ns]  # (window_ns has only these)
                   + [(float(base + t * 1e9),) * 2 for t in grabs.left_out_s])  # fmt: skip
     tol = tolerance_ms * 1e6
     recorder = counted = 0
